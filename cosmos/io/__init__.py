@@ -1,0 +1,1 @@
+"""Safe file output: atomic writes and run provenance."""

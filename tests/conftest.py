@@ -1,0 +1,38 @@
+"""Shared fixtures. Everything runs on CPU, single process, on data the tests generate themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cosmos.data.shard import shard_dataset
+from cosmos.data.synthetic.generate import SplitSizes, write_synthetic_benchmark
+from cosmos.data.synthetic.scene import SceneConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+TINY_SIZES = SplitSizes(
+    train=60, retrieval=12, classification_per_class=2, segmentation=10, compositional=12, samples_per_tar=25
+)
+
+
+@pytest.fixture(scope="session")
+def scene_cfg() -> SceneConfig:
+    return SceneConfig()
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory, scene_cfg) -> Path:
+    """A complete tiny synthetic benchmark (all splits), generated once per session."""
+    out = tmp_path_factory.mktemp("bench") / "raw"
+    write_synthetic_benchmark(out, seed=7, scene=scene_cfg, sizes=TINY_SIZES)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory, tiny_raw) -> Path:
+    out = tmp_path_factory.mktemp("shards") / "shards"
+    shard_dataset(tiny_raw / "pretrain" / "images", tiny_raw / "pretrain" / "annotations.csv", out,
+                  samples_per_shard=20)
+    return out
