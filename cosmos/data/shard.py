@@ -24,19 +24,11 @@ from pathlib import Path
 
 import webdataset as wds
 
+from cosmos.data.formats.dreamlip import DREAMLIP_COLUMNS, URL_COLUMN
 from cosmos.data.images import BadImageError, to_jpeg_bytes
 from cosmos.io.atomic import atomic_dir, atomic_write_json
 from cosmos.text.textcrop import split_caption
 
-DREAMLIP_FIELDS: tuple[str, ...] = (
-    "raw_caption",
-    "shortIB_captions",
-    "longIB_captions",
-    "shortSV_captions",
-    "longSV_captions",
-    "shortLLA_captions",
-    "longLLA_captions",
-)
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 TAR_MTIME = 0.0
 _MAX_LISTED = 1000
@@ -186,8 +178,8 @@ def shard_dataset(
     out_dir: str | Path,
     samples_per_shard: int = 1000,
     max_bad_fraction: float = 0.01,
-    url_column: str = "Image Path",
-    fields: tuple[str, ...] = DREAMLIP_FIELDS,
+    url_column: str = URL_COLUMN,
+    fields: tuple[str, ...] = DREAMLIP_COLUMNS,
     prefix: str = "train",
 ) -> dict:
     """Turn img2dataset tars + a caption table into training shards under `out_dir`; returns the manifest."""

@@ -13,17 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from cosmos.data.formats.dreamlip import DREAMLIP_COLUMNS
 from cosmos.data.synthetic.scene import Scene, Thing
 
-CAPTION_FIELDS: tuple[str, ...] = (
-    "raw_caption",
-    "shortIB_captions",
-    "longIB_captions",
-    "shortSV_captions",
-    "longSV_captions",
-    "shortLLA_captions",
-    "longLLA_captions",
-)
+CAPTION_FIELDS = DREAMLIP_COLUMNS
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
 

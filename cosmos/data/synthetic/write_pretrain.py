@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
+from cosmos.data.formats.dreamlip import URL_COLUMN
 from cosmos.data.images import encode_jpeg
 from cosmos.data.synthetic.captions import CAPTION_FIELDS, dreamlip_captions
 from cosmos.data.synthetic.scene import SceneConfig, sample_rng, sample_scene
@@ -47,13 +48,13 @@ def write_pretrain_raw(root: Path, seed: int, cfg: SceneConfig, num_samples: int
         meta = {"key": key, "url": url, "status": "success", "width": cfg.image_size, "height": cfg.image_size}
         writer.write({"__key__": key, "jpg": encode_jpeg(scene.image), "json": json.dumps(meta).encode()})
         captions = dreamlip_captions(scene, rng)
-        rows.append({"Image Path": url, **{f: caption_string(captions[f]) for f in CAPTION_FIELDS}})
+        rows.append({URL_COLUMN: url, **{f: caption_string(captions[f]) for f in CAPTION_FIELDS}})
     if writer is not None:
         writer.close()
     # Shuffle the table rows so that only the URL join, never row order, can match captions to images.
     order = np.random.default_rng(seed).permutation(len(rows))
     buf = io.StringIO()
-    table = csv.DictWriter(buf, fieldnames=["Image Path", *CAPTION_FIELDS], lineterminator="\n")
+    table = csv.DictWriter(buf, fieldnames=[URL_COLUMN, *CAPTION_FIELDS], lineterminator="\n")
     table.writeheader()
     for j in order:
         table.writerow(rows[j])
