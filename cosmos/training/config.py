@@ -1,0 +1,144 @@
+"""The ``model``, ``optim``, ``train`` and ``launcher`` sections of ``params.yaml`` as typed, validated dataclasses.
+
+Every stage validates its sections before doing any work: an unknown or missing key, a wrong type, or a
+batch that does not split over the ranks raises ``ValueError`` naming the key (house style 12).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+__all__ = ["LauncherConfig", "ModelConfig", "OptimConfig", "TrainConfig", "typed_section"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``model``: an architecture name (``cosmos-tiny``, ``cosmos-small``, ``ViT-B-16``, ...)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """``optim``: AdamW and its per-step lr schedule (reference 6: 5e-4, (0.9, 0.98), 1e-8, wd 0.5, 2000 warmup)."""
+
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    warmup_steps: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``train``: the run's length, batching, precision, checkpointing and resume policy.
+
+    ``batch_size`` is global (summed over ranks). ``max_steps`` (0 = no limit) stops the run early after
+    checkpointing, as if killed: a test and smoke hook. ``resume``: ``auto`` (the newest matching
+    checkpoint in the output folder, if any), ``none``, or a checkpoint path.
+    """
+
+    batch_size: int
+    epochs: int
+    num_workers: int
+    precision: str
+    data_fraction: float
+    shuffle_buffer: int
+    shuffle_initial: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    log_every: int
+    resume: str
+    max_steps: int
+    device: str
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """``launcher``: where the training function runs (``local``: in-process; ``submitit_local``/``slurm``)."""
+
+    name: str
+    timeout_min: int
+    nodes: int
+    tasks_per_node: int
+    cpus_per_task: int
+    gpus_per_node: int
+    partition: str
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    """Return ``value`` coerced to ``hint`` (lists to tuples, ints to floats) or raise naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError(f"{key}={value!r} must be a list of {len(args)} values")
+        return tuple(_check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            try:
+                return _check_type(value, arg, key)
+            except ValueError:
+                continue
+        raise ValueError(f"{key}={value!r} has the wrong type (expected {hint})")
+    if hint is type(None):
+        if value is not None:
+            raise ValueError(f"{key}={value!r} must be null")
+        return None
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ValueError(f"{key}={value!r} must be of type {hint.__name__}, got {type(value).__name__}")
+    return value
+
+
+def typed_section(cls: type, section: Mapping[str, Any] | None, prefix: str):
+    """Build dataclass ``cls`` from a params section: exact keys, checked types; errors name ``prefix.key``."""
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{prefix}: missing section (add `{prefix}` to the defaults list in conf/config.yaml)")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown, missing = sorted(set(section) - set(known)), sorted(set(known) - set(section))
+    if unknown:
+        raise ValueError(f"{prefix}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    if missing:
+        raise ValueError(f"{prefix}: missing key(s) {missing}")
+    return cls(**{k: _check_type(section[k], hints[k], f"{prefix}.{k}") for k in known})
+
+
+_PRECISIONS = ("fp32", "bf16", "fp16")
+_LAUNCHERS = ("local", "submitit_local", "slurm")
+
+
+def validate_train(train: TrainConfig, optim: OptimConfig, launcher: LauncherConfig) -> None:
+    """Value checks across sections; each error names the key and the fix."""
+    world = launcher.nodes * launcher.tasks_per_node
+    checks = [
+        (train.batch_size >= 1, f"train.batch_size={train.batch_size} must be >= 1"),
+        (train.batch_size % world == 0, f"train.batch_size={train.batch_size} is not divisible by the world size "
+                                        f"{world} (launcher.nodes x launcher.tasks_per_node)"),
+        (train.epochs >= 1, f"train.epochs={train.epochs} must be >= 1"),
+        (train.num_workers >= 0, f"train.num_workers={train.num_workers} must be >= 0"),
+        (train.precision in _PRECISIONS, f"train.precision={train.precision!r} must be one of {list(_PRECISIONS)}"),
+        (0.0 < train.data_fraction <= 1.0, f"train.data_fraction={train.data_fraction} must lie in (0, 1]"),
+        (train.shuffle_buffer >= 1, f"train.shuffle_buffer={train.shuffle_buffer} must be >= 1"),
+        (train.checkpoint_every >= 0, f"train.checkpoint_every={train.checkpoint_every} must be >= 0 (0: per epoch)"),
+        (train.keep_checkpoints >= 1, f"train.keep_checkpoints={train.keep_checkpoints} must be >= 1"),
+        (train.log_every >= 1, f"train.log_every={train.log_every} must be >= 1"),
+        (train.max_steps >= 0, f"train.max_steps={train.max_steps} must be >= 0 (0: no limit)"),
+        (train.device in ("auto", "cpu", "cuda"), f"train.device={train.device!r} must be auto, cpu or cuda"),
+        (optim.lr > 0, f"optim.lr={optim.lr} must be > 0"),
+        (all(0 <= b < 1 for b in optim.betas), f"optim.betas={list(optim.betas)} must lie in [0, 1)"),
+        (optim.weight_decay >= 0, f"optim.weight_decay={optim.weight_decay} must be >= 0"),
+        (optim.warmup_steps >= 0, f"optim.warmup_steps={optim.warmup_steps} must be >= 0"),
+        (launcher.name in _LAUNCHERS, f"launcher.name={launcher.name!r} must be one of {list(_LAUNCHERS)}"),
+        (launcher.timeout_min >= 1, f"launcher.timeout_min={launcher.timeout_min} must be an integer >= 1"),
+        (world >= 1, f"launcher.nodes x launcher.tasks_per_node = {world} must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)

@@ -1,0 +1,183 @@
+"""Build a whole pre-training run from typed configs and run it: the one function the ``pretrain`` stage calls.
+
+:func:`build_trainer` seeds, builds the student (:func:`cosmos.method.build_student`), the EMA teacher
+(when the switches need one), the objective, the loader, AdamW and the per-step schedules, and resumes
+per ``train.resume``. :func:`pretrain` adds the progress bar and dvclive logging, trains, and returns the
+summary metrics.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cosmos import schedules
+from cosmos.method import DistillSwitches, Objective, SampleTransform, build_student, collate
+from cosmos.models.checkpoint_io import load_checkpoint_file
+from cosmos.teacher.ema import EMATeacher
+from cosmos.text.tokenizer import build_tokenizer
+from cosmos.training.checkpoint import CheckpointDir
+from cosmos.training.config import ModelConfig, OptimConfig, TrainConfig
+from cosmos.training.data import TrainLoader, read_shard_set
+from cosmos.training.distributed import World, wrap_ddp
+from cosmos.training.loop import Trainer, config_fingerprint
+from cosmos.training.optim import build_optimizer
+from cosmos.training.precision import Precision
+
+__all__ = ["build_trainer", "pick_device", "pretrain"]
+
+
+def pick_device(name: str, world: World) -> torch.device:
+    """``auto``: this rank's GPU if CUDA is available, else the CPU."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("train.device=cuda but CUDA is not available: use train.device=auto or cpu")
+        return torch.device("cuda", world.local_rank)
+    return torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _schedules(optim: OptimConfig, switches: DistillSwitches, total: int) -> tuple[np.ndarray, np.ndarray]:
+    if optim.warmup_steps >= total:
+        raise ValueError(f"optim.warmup_steps={optim.warmup_steps} must be < the run's {total} steps "
+                         "(train.epochs x batches per epoch)")
+    lr = schedules.cosine_lr(optim.lr, optim.warmup_steps, total)
+    if switches.momentum_schedule == "cosine":
+        return lr, schedules.cosine_momentum(switches.momentum, total)
+    return lr, schedules.constant(switches.momentum, total)
+
+
+def build_trainer(*, out_dir: str | Path, shard_dir: str | Path, seed: int, model: ModelConfig, optim: OptimConfig,
+                  train: TrainConfig, switches: DistillSwitches, world: World = World()) -> Trainer:
+    """Everything of one run, resumed per ``train.resume``; ``out_dir`` holds its checkpoints."""
+    device = pick_device(train.device, world)
+    precision = Precision(train.precision, device)
+    _seed_everything(seed)
+    student = build_student(model.name, switches).to(device)
+    teacher = EMATeacher(student) if switches.needs_teacher else None  # before DDP, as the reference
+    tokenizer = build_tokenizer(student.context_length)
+    loader = TrainLoader(
+        read_shard_set(shard_dir, train.data_fraction), SampleTransform(switches),
+        partial(collate, tokenizer=tokenizer), global_batch=train.batch_size, seed=seed, rank=world.rank,
+        world_size=world.world_size, num_workers=train.num_workers, shuffle_buffer=train.shuffle_buffer,
+        shuffle_initial=train.shuffle_initial,
+    )
+    lr, momentum = _schedules(optim, switches, train.epochs * loader.batches_per_epoch)
+    # What shapes the numbers; resume, logging and checkpoint cadence may change between restarts.
+    shaping = {"seed": seed, "model": asdict(model), "optim": asdict(optim), "distill": asdict(switches),
+               **{k: v for k, v in asdict(train).items()
+                  if k not in ("resume", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "device")}}
+    trainer = Trainer(
+        student=wrap_ddp(student, world, device, find_unused_parameters=not _uses_every_parameter(switches)),
+        teacher=teacher, objective=Objective(switches).to(device),
+        loader=loader, optimizer=build_optimizer(student, lr=optim.lr, weight_decay=optim.weight_decay,
+                                                 betas=optim.betas, eps=optim.eps),
+        precision=precision, lr=lr, momentum=momentum, placement=switches.ema_placement, epochs=train.epochs,
+        name=f"{switches.method}-{model.name}",
+        checkpoints=CheckpointDir(out_dir, keep=train.keep_checkpoints) if world.is_main else None,
+        checkpoint_every=train.checkpoint_every, max_steps=train.max_steps, log_every=train.log_every,
+        fingerprint=config_fingerprint(shaping),
+    )
+    _resume(trainer, train.resume, CheckpointDir(out_dir))
+    return trainer
+
+
+def _uses_every_parameter(switches: DistillSwitches) -> bool:
+    """Whether every student parameter reaches the loss (full COSMOS); else DDP must look for unused ones."""
+    return switches.method == "cosmos" and switches.cross_attn and switches.image_distill and switches.text_distill
+
+
+def _resume(trainer: Trainer, resume: str, folder: CheckpointDir) -> None:
+    if resume == "none":
+        return
+    if resume == "auto":
+        found = folder.load_latest(trainer.fingerprint)
+        if found is not None:
+            trainer.load(found[1])
+        return
+    trainer.load(load_checkpoint_file(resume))
+
+
+def pretrain(trainer: Trainer, live_dir: str | Path | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Train ``trainer`` to the end with a tqdm bar and dvclive metrics; return the summary metrics."""
+    from tqdm import tqdm
+
+    last: dict[str, float] = {}
+    live = None
+    if live_dir is not None:
+        from dvclive import Live
+        live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=trainer.position.step > 0)
+    bar = tqdm(total=trainer.total_steps, initial=trainer.position.step, unit="step", disable=not show_progress,
+               dynamic_ncols=True)
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        last.update(metrics)
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", samples_s=f"{metrics['samples_per_s']:.0f}")
+        if live is not None:
+            live.step = step
+            for key, value in metrics.items():
+                live.log_metric(f"train/{key}", value)
+            live.next_step()
+
+    trainer.log, trainer.progress = log, bar.update
+    start, first_step = time.perf_counter(), trainer.position.step
+    position = trainer.fit()
+    bar.close()
+    if live is not None:
+        live.end()
+    seconds = time.perf_counter() - start
+    steps = position.step - first_step
+    return {
+        "steps": position.step, "epochs_completed": position.epoch, "finished": position.step == trainer.total_steps,
+        "final": {k: v for k, v in last.items() if k != "samples_per_s"},
+        "samples_per_s": steps * trainer.loader.batch * trainer.loader.world / seconds if steps else None,
+        "seconds": round(seconds, 2), "bad_samples": sum(trainer.bad_samples.values()),
+    }
+
+
+def parse_sections(params: dict[str, Any]) -> dict[str, Any]:
+    """Typed, validated ``model``/``optim``/``train``/``launcher``/``distill`` sections; raises naming the key."""
+    from cosmos.training.config import LauncherConfig, typed_section, validate_train
+
+    sections = {
+        "model": typed_section(ModelConfig, params.get("model"), "model"),
+        "optim": typed_section(OptimConfig, params.get("optim"), "optim"),
+        "train": typed_section(TrainConfig, params.get("train"), "train"),
+        "launcher": typed_section(LauncherConfig, params.get("launcher"), "launcher"),
+        "switches": DistillSwitches.from_params(params.get("distill") or {}),
+    }
+    validate_train(sections["train"], sections["optim"], sections["launcher"])
+    if not isinstance(params.get("seed"), int) or isinstance(params.get("seed"), bool):
+        raise ValueError(f"seed={params.get('seed')!r} must be an integer")
+    return sections
+
+
+def run_pretrain(params: dict[str, Any], out_dir: str, live_dir: str, shard_dir: str) -> dict[str, Any]:
+    """The whole training job (in-process or inside a submitit task): returns the summary metrics on rank 0."""
+    from cosmos.io.provenance import write_run_info
+    from cosmos.training.distributed import init_distributed
+
+    sections = parse_sections(params)
+    train = sections["train"]
+    world = init_distributed(pick_device(train.device, World()))
+    trainer = build_trainer(out_dir=out_dir, shard_dir=shard_dir, seed=params["seed"], model=sections["model"],
+                            optim=sections["optim"], train=train, switches=sections["switches"], world=world)
+    summary = pretrain(trainer, live_dir=live_dir if world.is_main else None, show_progress=world.is_main)
+    if world.is_main:
+        if summary["finished"]:
+            summary["checkpoint"] = CheckpointDir(out_dir).finalize().name
+        config = {k: params[k] for k in ("seed", "model", "optim", "train", "launcher", "distill")}
+        write_run_info(out_dir, "pretrain", config, params["seed"])
+    return summary
