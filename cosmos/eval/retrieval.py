@@ -1,0 +1,123 @@
+"""Zero-shot image-text retrieval (reference spec 7.1, ``train.py:698-749``).
+
+Readers (all return :class:`~cosmos.data.formats.coco.CaptionSet`):
+
+- COCO captions json (``annotations/captions_val2017.json`` + ``images/val2017``): what COSMOS evaluates,
+  val2017 with 5,000 images and 25,014 captions. Reader: :func:`cosmos.data.formats.coco.read_coco_captions`.
+- Karpathy json (``dataset_coco.json`` / ``dataset_flickr30k.json``): ``{"images": [{"filepath"?,
+  "filename", "split", "sentences": [{"raw": str}, ...]}]}``; one ``split`` is kept (``test`` gives the
+  usual 5K COCO / 1K Flickr test sets). Image path = ``image_root / filepath / filename``.
+- Flickr30k val json as FLAIR ships it (``flickr30k-images/flickr30k_val.json``), which COSMOS reads:
+  ASSUMED FORMAT (the BLIP/FLAIR style; not verified against the file): a list of ``{"image": str,
+  "caption": [str, ...]}`` with ``image`` relative to an image root. The root defaults to the json's folder,
+  or its parent when ``image`` already starts with that folder's name (``flickr30k-images/123.jpg``).
+
+Metrics, on S = I·Tᵀ of L2-normalized embeddings (``logit_scale`` does not change ranks):
+
+- I2T rank of image i = the best (smallest) 0-based rank of any of its ground-truth captions;
+- T2I rank of caption t = the 0-based rank of its single ground-truth image;
+- R@K = 100 · fraction with rank < K (K = 1, 5, 10), mean rank and median rank reported 1-based
+  (open_clip's ``preds.mean() + 1`` and ``floor(median) + 1``).
+- Ties: the rank counts items scoring strictly higher than the ground truth (an optimistic, deterministic
+  tie rule; the reference's ``argsort`` order among exact ties is unspecified).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from cosmos.data.formats.coco import CaptionSet, read_coco_captions
+from cosmos.eval.embed import embed_images, embed_texts
+from cosmos.eval.sources import EvalModel
+
+__all__ = ["read_coco_captions", "read_karpathy_json", "read_flickr_json", "recall_metrics",
+           "caption_ranks", "evaluate_retrieval", "RECALL_KS"]
+
+RECALL_KS = (1, 5, 10)
+
+
+def read_karpathy_json(path: str | Path, image_root: str | Path, split: str = "test") -> CaptionSet:
+    """The ``split`` images of a Karpathy-format json and all their sentences, in file order."""
+    path = Path(path)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or "images" not in doc:
+        raise ValueError(f"{path}: expected a Karpathy json with top-level 'images'")
+    paths, captions, owners = [], [], []
+    for rec in doc["images"]:
+        if rec.get("split") != split:
+            continue
+        if "filename" not in rec or not rec.get("sentences"):
+            raise ValueError(f"{path}: record without filename/sentences: {str(rec)[:200]}")
+        paths.append(Path(image_root) / rec.get("filepath", "") / rec["filename"])
+        for sent in rec["sentences"]:
+            captions.append(sent["raw"].strip())
+            owners.append(len(paths) - 1)
+    if not paths:
+        raise ValueError(f"{path}: no images with split={split!r}")
+    return CaptionSet(paths, captions, owners)
+
+
+def read_flickr_json(path: str | Path, image_root: str | Path | None = None) -> CaptionSet:
+    """FLAIR/BLIP-style Flickr30k json (see the module docstring for the assumed format)."""
+    path = Path(path)
+    records = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(records, list) or not records:
+        raise ValueError(f"{path}: expected a non-empty list of {{'image', 'caption'}} records")
+    if image_root is None:
+        first = Path(records[0]["image"])
+        image_root = path.parent.parent if first.parts[0] == path.parent.name else path.parent
+    paths, captions, owners = [], [], []
+    for rec in records:
+        caps = rec.get("caption")
+        caps = [caps] if isinstance(caps, str) else caps
+        if "image" not in rec or not caps:
+            raise ValueError(f"{path}: bad record {str(rec)[:200]}")
+        paths.append(Path(image_root) / rec["image"])
+        captions.extend(c.strip() for c in caps)
+        owners.extend([len(paths) - 1] * len(caps))
+    return CaptionSet(paths, captions, owners)
+
+
+def caption_ranks(sim: torch.Tensor, caption_to_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based ranks ``(i2t [N_img], t2i [N_txt])`` from ``sim [N_img, N_txt]``.
+
+    i2t: for image i, the number of captions scoring strictly above its best-scoring ground-truth caption.
+    t2i: for caption t, the number of images scoring strictly above its ground-truth image.
+    """
+    n_img, n_txt = sim.shape
+    owner = caption_to_image.long()
+    if owner.shape != (n_txt,) or owner.min() < 0 or owner.max() >= n_img:
+        raise ValueError(f"caption_to_image must be [{n_txt}] indices < {n_img}")
+    is_gt = torch.zeros(n_img, n_txt, dtype=torch.bool)
+    is_gt[owner, torch.arange(n_txt)] = True
+    if not is_gt.any(1).all():
+        raise ValueError("every image needs at least one caption")
+    best_gt = sim.masked_fill(~is_gt, float("-inf")).max(1, keepdim=True).values  # [N_img, 1]
+    i2t = (sim > best_gt).sum(1)
+    gt_img = sim[owner, torch.arange(n_txt)]  # [N_txt]
+    t2i = (sim > gt_img.unsqueeze(0)).sum(0)
+    return i2t, t2i
+
+
+def recall_metrics(sim: torch.Tensor, caption_to_image, ks=RECALL_KS) -> dict[str, float]:
+    """``image_to_text_R@K``, ``text_to_image_R@K`` (percent), and ``*_mean_rank`` / ``*_median_rank``."""
+    i2t, t2i = caption_ranks(sim.float(), torch.as_tensor(caption_to_image))
+    out: dict[str, float] = {}
+    for name, ranks in (("image_to_text", i2t), ("text_to_image", t2i)):
+        for k in ks:
+            out[f"{name}_R@{k}"] = 100.0 * (ranks < k).float().mean().item()
+        out[f"{name}_mean_rank"] = ranks.float().mean().item() + 1
+        out[f"{name}_median_rank"] = float(torch.floor(ranks.float().median()).item() + 1)
+    return out
+
+
+def evaluate_retrieval(em: EvalModel, data: CaptionSet, batch_size: int = 64) -> dict[str, float]:
+    """Embed all images and captions of ``data`` with ``em`` and return :func:`recall_metrics`."""
+    img = embed_images(em, data.image_paths, batch_size, desc="retrieval images")
+    txt = embed_texts(em, data.captions, 4 * batch_size, desc="retrieval captions")
+    metrics = recall_metrics(img @ txt.T, data.caption_to_image)
+    metrics.update(images=len(data.image_paths), captions=len(data.captions))
+    return metrics

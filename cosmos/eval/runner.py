@@ -1,0 +1,164 @@
+"""What the ``eval_*`` DVC stages run: typed config, model loading, metrics, per-class CSVs and pictures.
+
+Each ``run_*`` function takes the ``eval`` params section (``conf/eval/*.yaml``) and an output folder, writes
+its tables and pictures there, and returns the metrics dict the stage saves as
+``reports/metrics/eval_<task>.json``: ``{"source": ..., "chance": ..., "<label>": {...}}`` with one entry per
+evaluated weight set (``student``, ``teacher`` or ``openclip``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cosmos.eval import classification as cls_eval
+from cosmos.eval import compositional, retrieval, segmentation
+from cosmos.eval.pictures import save_cross_attention_figure, save_segmentation_grid
+from cosmos.eval.seg_datasets import read_benchmark
+from cosmos.eval.sources import EvalModel, load_eval_models
+from cosmos.io.atomic import atomic_write_text
+
+__all__ = ["models_for", "run_retrieval", "run_classification", "run_segmentation", "run_compositional",
+           "write_csv", "read_retrieval_set", "retrieval_chance", "segmentation_chance"]
+
+
+def models_for(cfg: dict[str, Any], model_name: str, weights: str | None = None) -> dict[str, EvalModel]:
+    return load_eval_models(cfg["source"], model_name=model_name, weights=weights or cfg["weights"])
+
+
+def _source_info(cfg: dict[str, Any], models: dict[str, EvalModel]) -> dict[str, Any]:
+    return {**cfg["source"], "evaluated": list(models)}
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_retrieval_set(rcfg: dict[str, Any]):
+    """``retrieval.format``: ``coco`` (root folder), ``karpathy`` or ``flickr`` (json path)."""
+    fmt = rcfg["format"]
+    if fmt == "coco":
+        return retrieval.read_coco_captions(rcfg["root"])
+    if fmt == "karpathy":
+        return retrieval.read_karpathy_json(rcfg["root"], rcfg["image_root"], rcfg.get("split") or "test")
+    if fmt == "flickr":
+        return retrieval.read_flickr_json(rcfg["root"], rcfg.get("image_root"))
+    raise ValueError(f"eval.retrieval.format must be coco, karpathy or flickr, got {fmt!r}")
+
+
+def retrieval_chance(caption_to_image: list[int], ks=retrieval.RECALL_KS) -> dict[str, float]:
+    """Expected R@K (percent) of a random ranking: T2I K/N_img; I2T 1 - P(no GT caption in the top K)."""
+    n_img, n_txt = max(caption_to_image) + 1, len(caption_to_image)
+    per_image = np.bincount(caption_to_image, minlength=n_img)
+    out = {}
+    for k in ks:
+        out[f"text_to_image_R@{k}"] = 100.0 * min(k / n_img, 1.0)
+        miss = [np.prod([(n_txt - g - j) / (n_txt - j) for j in range(min(k, n_txt))]) for g in per_image]
+        out[f"image_to_text_R@{k}"] = 100.0 * float(1 - np.mean(miss))
+    return out
+
+
+def run_retrieval(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[str, Any]:
+    data = read_retrieval_set(cfg["retrieval"])
+    models = models_for(cfg, model_name)
+    result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": retrieval_chance(data.caption_to_image)}
+    n_pics = int(cfg["pictures"]["cross_attention"])
+    first_caption = {}
+    for t, owner in enumerate(data.caption_to_image):
+        first_caption.setdefault(owner, data.captions[t])
+    for label, em in models.items():
+        result[label] = retrieval.evaluate_retrieval(em, data, cfg["batch_size"])
+        if n_pics and em.is_cosmos:
+            items = [(data.image_paths[i], first_caption[i]) for i in range(min(n_pics, len(data.image_paths)))]
+            save_cross_attention_figure(em, items, out_dir / f"cross_attention_{label}.png")
+    return result
+
+
+def _classification_meta(ccfg: dict[str, Any]) -> tuple[list[str] | None, list[str]]:
+    names = None if ccfg["classnames"] == "imagenet" else cls_eval.read_classnames(ccfg["classnames"])
+    if ccfg["classnames"] == "imagenet" or ccfg["templates"] == "openai":
+        inet_names, openai = cls_eval.imagenet_metadata()
+        names = inet_names if names is None else names
+    templates = openai if ccfg["templates"] == "openai" else cls_eval.read_templates(ccfg["templates"])
+    return names, templates
+
+
+def run_classification(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[str, Any]:
+    ccfg = cfg["classification"]
+    data = cls_eval.read_image_folder(ccfg["root"])
+    classnames, templates = _classification_meta(ccfg)
+    models = models_for(cfg, model_name)
+    n = len(classnames)
+    result: dict[str, Any] = {"source": _source_info(cfg, models),
+                              "chance": {"top1": 100.0 / n, "top5": 100.0 * min(5, n) / n}}
+    for label, em in models.items():
+        metrics, rows = cls_eval.evaluate_classification(em, data, classnames, templates, cfg["batch_size"])
+        result[label] = {**metrics, "templates": len(templates)}
+        write_csv(out_dir / f"{label}_per_class.csv", rows)
+    return result
+
+
+def segmentation_chance(gt_pixels: np.ndarray) -> float:
+    """Expected mIoU (percent) of a uniformly random per-pixel prediction, given per-class GT pixel counts.
+
+    E[cm[g, p]] = n_g / C, so IoU_c = (n_c / C) / (n_c + N / C - n_c / C); absent classes are NaN (excluded).
+    """
+    n = gt_pixels.astype(np.float64)
+    c = len(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = (n / c) / (n + n.sum() / c - n / c)
+    iou[n == 0] = np.nan
+    return float(100 * np.nanmean(iou))
+
+
+def run_segmentation(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[str, Any]:
+    scfg = cfg["segmentation"]
+    models = models_for(cfg, model_name, scfg["weights"])
+    templates = cls_eval.imagenet_metadata()[1] if scfg["templates"] == "openai" else cls_eval.read_templates(scfg["templates"])
+    result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": {}}
+    for bench, bcfg in scfg["benchmarks"].items():
+        bcfg = dict(bcfg)
+        data = read_benchmark(bench, bcfg.pop("root"), split=bcfg.pop("split", "val"),
+                              class_file=bcfg.pop("class_file", None), **bcfg)
+        for label, em in models.items():
+            metrics, rows, examples = segmentation.evaluate_segmentation(
+                em, data, templates, csa=scfg["csa"], keep_examples=int(scfg["pictures"]))
+            result.setdefault(label, {})[bench] = metrics
+            write_csv(out_dir / f"{label}_{bench}_per_class.csv", rows)
+            result["chance"][bench] = segmentation_chance(np.array([r["gt_pixels"] for r in rows]))
+            if examples:
+                save_segmentation_grid(examples, data.class_names, out_dir / f"{label}_{bench}_overlays.png",
+                                       f"{bench} ({label}, CSA={scfg['csa']}): mIoU {metrics['mIoU']:.1f}")
+    return result
+
+
+def run_compositional(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[str, Any]:
+    pcfg = cfg["compositional"]
+    models = models_for(cfg, model_name)
+    types = list(pcfg["types"])
+    result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": {t: 50.0 for t in [*types, "mean"]}}
+    for label, em in models.items():
+        result[label] = compositional.evaluate_compositional(em, pcfg["root"], types, pcfg["image_dir"], cfg["batch_size"])
+    return result
+
+
+def stage_main(params: dict[str, Any], task: str, fn) -> dict[str, Any]:
+    """Body of stage ``eval_<task>``: run ``fn`` into ``runs/eval/<task>`` (atomic folder swap), write
+    ``run_info.json`` there and the metrics to ``reports/metrics/eval_<task>.json``."""
+    from cosmos.io.atomic import atomic_dir, atomic_write_json
+    from cosmos.io.provenance import write_run_info
+
+    cfg = params["eval"]
+    with atomic_dir(Path("runs/eval") / task) as tmp:
+        metrics = fn(cfg, params["model"]["name"], tmp)
+        write_run_info(tmp, f"eval_{task}", {"eval": cfg, "model": params["model"]}, params.get("seed"))
+    atomic_write_json(f"reports/metrics/eval_{task}.json", metrics)
+    return metrics
