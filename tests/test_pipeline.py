@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -52,11 +54,20 @@ def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_dvc_repro_builds_data_and_second_run_is_a_noop(tmp_path):
+def _report_rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as f:
+        return {row["variant"]: row for row in csv.DictReader(f)}
+
+
+def test_whole_pipeline_on_the_debug_profile(tmp_path):
+    """`dvc repro` runs every stage; the report holds every expected variant with finite metrics; a second
+    `dvc repro` runs nothing; `dvc exp run -S distill.text_crop=false` changes only the base row."""
     repo = _scratch_repo(tmp_path / "repo")
     (repo / "params.yaml").write_text(compose_params(["profile=debug"]))
     first = _dvc(repo, "repro")
-    assert "Running stage 'download'" in first.stdout and "Running stage 'shard'" in first.stdout
+    for stage in ("download", "shard", "pretrain", "eval_retrieval", "eval_classification", "eval_seg",
+                  "eval_compositional", "ablation_train@clip", "ablation_eval@silc", "ablation_tables"):
+        assert f"Running stage '{stage}'" in first.stdout, stage
 
     raw, shards = repo / "data" / "synthetic" / "raw", repo / "data" / "synthetic" / "shards"
     for path in ("coco/annotations/captions_val2017.json", "classification/classnames.txt",
@@ -64,14 +75,39 @@ def test_dvc_repro_builds_data_and_second_run_is_a_noop(tmp_path):
                  "sugarcrepe/swap_att.json", "pretrain/annotations.csv", "run_info.json"):
         assert (raw / path).exists(), path
     manifest = json.loads((shards / "manifest.json").read_text())
-    assert manifest["num_samples"] == 600 and manifest["num_shards"] == 6
+    assert manifest["num_samples"] == 320 and manifest["num_shards"] == 8
     info = json.loads((shards / "run_info.json").read_text())
     assert info["stage"] == "shard" and len(info["git"]["commit"]) == 40
-    assert json.loads((repo / "reports" / "metrics" / "shard.json").read_text())["num_samples"] == 600
+    assert (repo / "runs" / "pretrain" / "checkpoints" / "final.pt").exists()
+
+    report = repo / "reports" / "ablation"
+    summary = json.loads((repo / "reports" / "metrics" / "ablation.json").read_text())
+    assert summary["missing"] == [] and summary["variants_found"] == 5
+    rows = _report_rows(report / "baselines.csv")
+    expected = {"CLIP (alt text)", "SiLC", "base (cosmos)"}
+    for label in expected:
+        values = [float(v) for k, v in rows[label].items() if k != "variant"]
+        assert values and all(math.isfinite(v) for v in values), (label, rows[label])
+    assert "Variants expected but not found: none" in (report / "report.md").read_text()
+    for name in ("cumulative", "text_crop", "cross_attention", "data_size", "baselines"):
+        assert (report / f"{name}.tex").read_text().count(r"\toprule") == 1
+    assert (report / "data_size.png").stat().st_size > 1000
 
     second = _dvc(repo, "repro")
     assert "Running stage" not in second.stdout
     assert "Data and pipelines are up to date" in second.stdout
+
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=_env())
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "debug run"],
+                   cwd=repo, check=True, env=_env())
+    exp = _dvc(repo, "exp", "run", "-S", "profile=debug", "-S", "distill.text_crop=false")
+    assert "Running stage 'pretrain'" in exp.stdout
+    assert "Running stage 'ablation_train@" not in exp.stdout, "no variant reads the base distill section"
+    diff = json.loads(_dvc(repo, "params", "diff", "HEAD", "--json").stdout)["params.yaml"]
+    assert set(diff) == {"distill.text_crop"} and diff["distill.text_crop"]["new"] is False
+    after = _report_rows(report / "baselines.csv")
+    for label in ("CLIP (alt text)", "SiLC"):
+        assert after[label] == rows[label], label
 
 
 def test_stage_reports_bad_config_in_one_line(tmp_path):

@@ -119,6 +119,7 @@ def load_cosmos_file(path: str | os.PathLike, *, model_name: str, weights: str =
         hint = " It looks like an OpenCLIP state dict: use eval.source.kind=openclip." if (
             "state_dict" in ckpt or "positional_embedding" in ckpt) else ""
         raise CheckpointError(f"{path} is not in the COSMOS layout (keys {sorted(ckpt)[:8]}).{hint}")
+    ckpt = _drop_training_heads(ckpt)
     out = {}
     for which in _wanted(weights):
         model = build_model(model_name, cross_attn=True)
@@ -128,6 +129,19 @@ def load_cosmos_file(path: str | os.PathLike, *, model_name: str, weights: str =
             raise CheckpointError(f"{path} vs model {model_name!r}: {err}") from err
         model.eval().requires_grad_(False)
         out[which] = EvalModel(which, model, build_tokenizer(model.context_length), _image_size(model))
+    return out
+
+
+# Heads used only by a training objective (SiLC's DINO projection head); evaluation never calls them.
+TRAINING_ONLY_PREFIXES = ("dino_head.", "module.dino_head.")
+
+
+def _drop_training_heads(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint without training-only heads, so a SiLC run loads strictly into the eval model."""
+    out = dict(ckpt)
+    for which in ("student", "teacher"):
+        if isinstance(out.get(which), dict):
+            out[which] = {k: v for k, v in out[which].items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
     return out
 
 

@@ -62,7 +62,18 @@ def launch(fn: Callable[..., Any], kwargs: dict[str, Any], launcher: LauncherCon
         return job.results()[0]
     except Exception as err:  # submitit.core.utils.FailedJobError and friends
         logs = Path(log_dir).resolve() / str(job.job_id)
-        raise LaunchError(f"training job {job.job_id} failed: {_error_line(str(err))} (logs: {logs})") from err
+        raise LaunchError(f"training job {job.job_id} failed: {_error_line(str(err))} (logs: {logs})"
+                          f"{_log_tail(job)}") from err
+
+
+def _log_tail(job: Any, lines: int = 12) -> str:
+    """The last ``lines`` lines of the job's stderr (every task's), as extra lines after the one-line cause."""
+    try:
+        text = job.stderr() or ""
+    except OSError:
+        return ""
+    tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+    return "\n--- job log tail ---\n" + "\n".join(tail) if tail else ""
 
 
 def _error_line(trace: str) -> str:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from cosmos.config.compose import compose_params
 from cosmos.method import DistillSwitches, build_student
@@ -18,12 +19,15 @@ pytestmark = pytest.mark.slow
 
 def test_pretrain_stage_trains_and_writes_its_outputs(tmp_path):
     repo = _scratch_repo(tmp_path / "repo")
-    (repo / "params.yaml").write_text(compose_params(["profile=debug"]))
+    text = compose_params(["profile=debug"])
+    (repo / "params.yaml").write_text(text)
+    debug = yaml.safe_load(text)
+    steps = debug["data"]["sizes"]["train"] // debug["train"]["batch_size"]
     proc = _dvc(repo, "repro", "pretrain")
     assert "Running stage 'pretrain'" in proc.stdout
 
     metrics = json.loads((repo / "reports" / "metrics" / "pretrain.json").read_text())
-    assert metrics["finished"] and metrics["steps"] == 600 // 32 and metrics["checkpoint"] == "final.pt"
+    assert metrics["finished"] and metrics["steps"] == steps and metrics["checkpoint"] == "final.pt"
     out = repo / "runs" / "pretrain"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["final.pt", "run_info.json"]
     for name in ("loss", "clip_loss", "distill_loss", "lr", "momentum", "temperature", "samples_per_s"):

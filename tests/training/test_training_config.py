@@ -93,7 +93,7 @@ def test_parse_sections_names_a_bad_key_before_any_work():
     from cosmos.config.compose import compose_params
     from cosmos.training.pretrain import parse_sections
 
-    params = yaml.safe_load(compose_params(["launcher.tasks_per_node=3"]))
+    params = yaml.safe_load(compose_params(["launcher.tasks_per_node=3", "train.batch_size=64"]))
     with pytest.raises(ValueError, match="train.batch_size=64 is not divisible by the world size 3"):
         parse_sections(params)
     params = yaml.safe_load(compose_params())

@@ -1,0 +1,80 @@
+"""Train and evaluate one ablation variant: what the `ablation_train@<v>` and `ablation_eval@<v>` stages call.
+
+A variant's folder `runs/ablation/<v>/` holds `checkpoints/` (final.pt in the reference layout, as the
+base `pretrain` stage writes it) and `eval/` (CSVs). Metrics go to git-tracked
+`reports/metrics/ablation/<v>.json` (the four evaluations, in the base eval stages' schema) and
+`<v>_train.json` (the training summary).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from cosmos.ablation.grid import variant_params
+from cosmos.eval.runner import run_classification, run_compositional, run_retrieval, run_segmentation
+from cosmos.io.atomic import atomic_dir, atomic_write_json
+from cosmos.io.provenance import write_run_info
+from cosmos.training.launch import launch
+from cosmos.training.pretrain import parse_sections, run_pretrain
+
+ROOT = Path("runs/ablation")
+METRICS = Path("reports/metrics/ablation")
+EVALS = {
+    "retrieval": run_retrieval,
+    "classification": run_classification,
+    "segmentation": run_segmentation,
+    "compositional": run_compositional,
+}
+
+
+def variant_dir(name: str) -> Path:
+    return ROOT / name
+
+
+def variant_metrics_path(name: str) -> Path:
+    """Git-tracked metrics of a variant's evaluations (DVC metrics, readable by `dvc exp show`)."""
+    return METRICS / f"{name}.json"
+
+
+def train_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """Pre-train variant `name` into runs/ablation/<name>/checkpoints and return the training summary."""
+    vparams = variant_params(params, name)
+    sections = parse_sections(vparams)  # bad overrides fail here, before any work
+    out = variant_dir(name)
+    kwargs = {
+        "params": vparams,
+        "out_dir": str((out / "checkpoints").resolve()),
+        "live_dir": str((out / "live").resolve()),
+        "shard_dir": str((Path(vparams["data"]["root"]) / "shards").resolve()),
+    }
+    summary = launch(run_pretrain, kwargs, sections["launcher"], out / "submitit")
+    if not summary["finished"]:
+        raise RuntimeError(f"variant {name}: training stopped at step {summary['steps']} (train.max_steps)")
+    write_run_info(out / "checkpoints", f"ablation_train@{name}", vparams, vparams.get("seed"))
+    atomic_write_json(METRICS / f"{name}_train.json", summary)
+    return summary
+
+
+def _variant_eval_config(vparams: dict[str, Any], name: str) -> dict[str, Any]:
+    """The base `eval` section pointed at the variant's checkpoint; pictures are left to the base run."""
+    cfg = copy.deepcopy(vparams["eval"])
+    cfg["source"] = {**cfg["source"], "kind": "checkpoint", "path": str(variant_dir(name) / "checkpoints")}
+    cfg["pictures"] = {**cfg.get("pictures", {}), "cross_attention": 0}
+    cfg["segmentation"] = {**cfg["segmentation"], "pictures": 0}
+    return cfg
+
+
+def evaluate_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """Run every evaluation of the base pipeline on variant `name`; writes reports/metrics/ablation/<name>.json."""
+    vparams = variant_params(params, name)
+    cfg = _variant_eval_config(vparams, name)
+    metrics: dict[str, Any] = {"variant": name}
+    with atomic_dir(variant_dir(name) / "eval") as tmp:
+        for task, fn in EVALS.items():
+            (tmp / task).mkdir()
+            metrics[task] = fn(cfg, vparams["model"]["name"], tmp / task)
+        write_run_info(tmp, f"ablation_eval@{name}", {"eval": cfg, "model": vparams["model"]}, vparams.get("seed"))
+    atomic_write_json(variant_metrics_path(name), metrics)
+    return metrics
