@@ -68,6 +68,10 @@ class LauncherConfig:
     cpus_per_task: int
     gpus_per_node: int
     partition: str
+    account: str  # Slurm --account (empty: the user's default)
+    qos: str  # Slurm --qos
+    constraint: str  # Slurm --constraint, e.g. "a100"
+    sbatch_extra: dict  # any other #SBATCH option, e.g. {"mem": "64G", "exclusive": true}
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:
@@ -78,6 +82,10 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError(f"{key}={value!r} must be a list of {len(args)} values")
         return tuple(_check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{key}={value!r} must be a mapping")
+        return dict(value)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
             try:

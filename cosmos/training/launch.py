@@ -14,7 +14,7 @@ from typing import Any
 
 from cosmos.training.config import LauncherConfig
 
-__all__ = ["LaunchError", "launch"]
+__all__ = ["LaunchError", "executor_parameters", "launch"]
 
 
 class LaunchError(RuntimeError):
@@ -48,13 +48,7 @@ def launch(fn: Callable[..., Any], kwargs: dict[str, Any], launcher: LauncherCon
 
     cluster = "local" if launcher.name == "submitit_local" else "slurm"
     executor = submitit.AutoExecutor(folder=str(Path(log_dir).resolve() / "%j"), cluster=cluster)
-    params: dict[str, Any] = dict(name="cosmos-pretrain", timeout_min=launcher.timeout_min, nodes=launcher.nodes,
-                                  tasks_per_node=launcher.tasks_per_node, cpus_per_task=launcher.cpus_per_task)
-    if cluster == "slurm":
-        params.update(gpus_per_node=launcher.gpus_per_node)
-        if launcher.partition:
-            params["slurm_partition"] = launcher.partition
-    executor.update_parameters(**params)
+    executor.update_parameters(**executor_parameters(launcher, cluster))
     world = launcher.nodes * launcher.tasks_per_node
     job = executor.submit(_Task(fn, kwargs, distributed=world > 1))
     print(f"submitted {cluster} job {job.job_id}; logs in {Path(log_dir).resolve() / str(job.job_id)}", flush=True)
@@ -64,6 +58,20 @@ def launch(fn: Callable[..., Any], kwargs: dict[str, Any], launcher: LauncherCon
         logs = Path(log_dir).resolve() / str(job.job_id)
         raise LaunchError(f"training job {job.job_id} failed: {_error_line(str(err))} (logs: {logs})"
                           f"{_log_tail(job)}") from err
+
+
+def executor_parameters(launcher: LauncherConfig, cluster: str) -> dict[str, Any]:
+    """submitit parameters from the `launcher` section; Slurm-only keys are passed only to Slurm."""
+    params: dict[str, Any] = dict(name="cosmos-pretrain", timeout_min=launcher.timeout_min, nodes=launcher.nodes,
+                                  tasks_per_node=launcher.tasks_per_node, cpus_per_task=launcher.cpus_per_task)
+    if cluster == "slurm":
+        params.update(gpus_per_node=launcher.gpus_per_node)
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(launcher, key):
+                params[f"slurm_{key}"] = getattr(launcher, key)
+        if launcher.sbatch_extra:
+            params["slurm_additional_parameters"] = dict(launcher.sbatch_extra)
+    return params
 
 
 def _log_tail(job: Any, lines: int = 12) -> str:

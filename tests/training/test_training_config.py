@@ -14,7 +14,7 @@ TRAIN = dict(batch_size=64, epochs=1, num_workers=0, precision="bf16", data_frac
              device="cpu")
 OPTIM = dict(lr=5e-4, betas=[0.9, 0.98], eps=1e-8, weight_decay=0.5, warmup_steps=1)
 LAUNCHER = dict(name="local", timeout_min=10, nodes=1, tasks_per_node=1, cpus_per_task=2, gpus_per_node=0,
-                partition="")
+                partition="", account="", qos="", constraint="", sbatch_extra={})
 
 
 def _validate(train=None, optim=None, launcher=None):
