@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cosmos.ablation.experiments import read_dvc_experiments, render_experiments
 from cosmos.config.compose import compose_params
 from tests.conftest import REPO_ROOT
 
@@ -108,6 +109,9 @@ def test_whole_pipeline_on_the_debug_profile(tmp_path):
     after = _report_rows(report / "baselines.csv")
     for label in ("CLIP (alt text)", "SiLC"):
         assert after[label] == rows[label], label
+
+    table = render_experiments(read_dvc_experiments(repo), repo / "reports" / "experiments.md")
+    assert "distill.text_crop=False" in table.read_text()
 
 
 def test_stage_reports_bad_config_in_one_line(tmp_path):

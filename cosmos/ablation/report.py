@@ -134,7 +134,7 @@ def render_report(params: Mapping[str, Any], out_dir: str | Path = "reports/abla
                   metrics_dir: str | Path = "reports/metrics") -> dict[str, Any]:
     """Write every table and plot and report.md into `out_dir`; returns a summary for the metrics JSON."""
     out_dir = Path(out_dir)
-    weights = params["ablation"].get("report_weights", "teacher")
+    weights = params["ablation"]["report_weights"]
     results = load_results(params, metrics_dir)
     expected = [BASE, *variant_names(params)]
     missing = [v for v in expected if v not in results]

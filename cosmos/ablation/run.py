@@ -57,9 +57,11 @@ def train_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
     return summary
 
 
-def _variant_eval_config(vparams: dict[str, Any], name: str) -> dict[str, Any]:
-    """The base `eval` section pointed at the variant's checkpoint; pictures are left to the base run."""
+def _variant_eval_config(vparams: dict[str, Any], name: str, weights: str) -> dict[str, Any]:
+    """The base `eval` section pointed at the variant's checkpoint, evaluating only the weights the report
+    shows (`ablation.report_weights`); pictures are left to the base run."""
     cfg = copy.deepcopy(vparams["eval"])
+    cfg["weights"] = weights
     cfg["source"] = {**cfg["source"], "kind": "checkpoint", "path": str(variant_dir(name) / "checkpoints")}
     cfg["pictures"] = {**cfg.get("pictures", {}), "cross_attention": 0}
     cfg["segmentation"] = {**cfg["segmentation"], "pictures": 0}
@@ -69,7 +71,7 @@ def _variant_eval_config(vparams: dict[str, Any], name: str) -> dict[str, Any]:
 def evaluate_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
     """Run every evaluation of the base pipeline on variant `name`; writes reports/metrics/ablation/<name>.json."""
     vparams = variant_params(params, name)
-    cfg = _variant_eval_config(vparams, name)
+    cfg = _variant_eval_config(vparams, name, params["ablation"]["report_weights"])
     metrics: dict[str, Any] = {"variant": name}
     with atomic_dir(variant_dir(name) / "eval") as tmp:
         for task, fn in EVALS.items():
