@@ -38,7 +38,7 @@ def data_size_plot(tidy: pd.DataFrame, path: Path, title: str) -> Path:
         part = tidy[tidy["metric"] == metric].assign(percent=lambda d: 100 * d["data_fraction"])
         sns.lineplot(data=part, x="percent", y="value", hue="method", marker="o", ax=ax)
         ax.set(title=metric, xlabel="training data (%)", ylabel="")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)  # above the panel titles
     return _save(fig, path)
 
 
