@@ -10,23 +10,11 @@ from pathlib import Path
 
 from cosmos.io.atomic import atomic_write_json
 from cosmos.stage import run_stage
-from cosmos.training.launch import launch
-from cosmos.training.pretrain import parse_sections, run_pretrain
-
-OUT = Path("runs/pretrain")
+from cosmos.training.pretrain import launch_pretrain
 
 
 def main(params: dict) -> None:
-    sections = parse_sections(params)  # fail on a bad config before any work
-    kwargs = {  # absolute: queued experiments and submitit jobs run elsewhere
-        "params": params,
-        "out_dir": str((OUT / "checkpoints").resolve()),
-        "live_dir": str((OUT / "live").resolve()),
-        "shard_dir": str((Path(params["data"]["root"]) / "shards").resolve()),
-    }
-    summary = launch(run_pretrain, kwargs, sections["launcher"], OUT / "submitit")
-    if not summary["finished"]:
-        raise RuntimeError(f"training stopped at step {summary['steps']} (train.max_steps); outputs are partial")
+    summary = launch_pretrain(params, "runs/pretrain", Path(params["data"]["root"]) / "shards")
     atomic_write_json("reports/metrics/pretrain.json", summary)
 
 

@@ -16,8 +16,7 @@ from cosmos.ablation.grid import variant_params
 from cosmos.eval.runner import run_classification, run_compositional, run_retrieval, run_segmentation
 from cosmos.io.atomic import atomic_dir, atomic_write_json
 from cosmos.io.provenance import write_run_info
-from cosmos.training.launch import launch
-from cosmos.training.pretrain import parse_sections, run_pretrain
+from cosmos.training.pretrain import launch_pretrain
 
 ROOT = Path("runs/ablation")
 METRICS = Path("reports/metrics/ablation")
@@ -39,20 +38,9 @@ def variant_metrics_path(name: str) -> Path:
 
 
 def train_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """Pre-train variant `name` into runs/ablation/<name>/checkpoints and return the training summary."""
+    """Pre-train variant `name` into runs/ablation/<name>/ and return the training summary."""
     vparams = variant_params(params, name)
-    sections = parse_sections(vparams)  # bad overrides fail here, before any work
-    out = variant_dir(name)
-    kwargs = {
-        "params": vparams,
-        "out_dir": str((out / "checkpoints").resolve()),
-        "live_dir": str((out / "live").resolve()),
-        "shard_dir": str((Path(vparams["data"]["root"]) / "shards").resolve()),
-    }
-    summary = launch(run_pretrain, kwargs, sections["launcher"], out / "submitit")
-    if not summary["finished"]:
-        raise RuntimeError(f"variant {name}: training stopped at step {summary['steps']} (train.max_steps)")
-    write_run_info(out / "checkpoints", f"ablation_train@{name}", vparams, vparams.get("seed"))
+    summary = launch_pretrain(vparams, variant_dir(name), Path(vparams["data"]["root"]) / "shards")
     atomic_write_json(METRICS / f"{name}_train.json", summary)
     return summary
 

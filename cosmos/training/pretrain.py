@@ -31,7 +31,7 @@ from cosmos.training.loop import Trainer, config_fingerprint
 from cosmos.training.optim import build_optimizer
 from cosmos.training.precision import Precision
 
-__all__ = ["build_trainer", "pick_device", "pretrain"]
+__all__ = ["build_trainer", "launch_pretrain", "pick_device", "pretrain"]
 
 
 def pick_device(name: str, world: World) -> torch.device:
@@ -180,4 +180,22 @@ def run_pretrain(params: dict[str, Any], out_dir: str, live_dir: str, shard_dir:
             summary["checkpoint"] = CheckpointDir(out_dir).finalize().name
         config = {k: params[k] for k in ("seed", "model", "optim", "train", "launcher", "distill")}
         write_run_info(out_dir, "pretrain", config, params["seed"])
+    return summary
+
+
+def launch_pretrain(params: dict[str, Any], out: str | Path, shard_dir: str | Path) -> dict[str, Any]:
+    """Validate, then run :func:`run_pretrain` with the configured launcher into ``out``/{checkpoints,live,submitit}.
+
+    Paths are made absolute because queued experiments and submitit jobs run in other folders. Raises when
+    the run stopped early (``train.max_steps``), so a stage never records partial outputs as finished.
+    """
+    from cosmos.training.launch import launch
+
+    sections = parse_sections(params)  # fail on a bad config before any work
+    out = Path(out)
+    kwargs = {"params": params, "out_dir": str((out / "checkpoints").resolve()),
+              "live_dir": str((out / "live").resolve()), "shard_dir": str(Path(shard_dir).resolve())}
+    summary = launch(run_pretrain, kwargs, sections["launcher"], out / "submitit")
+    if not summary["finished"]:
+        raise RuntimeError(f"training stopped at step {summary['steps']} (train.max_steps); outputs are partial")
     return summary
