@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from cosmos.config.sections import check_keys
 from cosmos.data.synthetic.generate import SplitSizes
 from cosmos.data.synthetic.scene import SceneConfig
 
@@ -21,10 +22,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
 
 
 def _typed(cls, section: dict[str, Any], prefix: str):
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ValueError(f"{prefix}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    check_keys(cls, section, prefix, require_all=False)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
     try:
         return cls(**kwargs)

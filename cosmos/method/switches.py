@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from cosmos.config.sections import check_keys
 from cosmos.losses.cosmos_loss import Pairing
 
 METHODS = ("cosmos", "clip", "silc")
@@ -243,10 +244,5 @@ class DistillSwitches:
 
 def _exact_keys(cls: type, section: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Return ``section`` unchanged if its keys are exactly ``cls``'s fields; else name the odd keys."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown, missing = sorted(set(section) - known), sorted(known - set(section))
-    if unknown:
-        raise ValueError(f"{prefix}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    if missing:
-        raise ValueError(f"{prefix}: missing key(s) {missing} (every {prefix} file defines every key)")
+    check_keys(cls, section, prefix)
     return section

@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from cosmos.config.sections import check_keys
+
 __all__ = ["LauncherConfig", "ModelConfig", "OptimConfig", "TrainConfig", "typed_section"]
 
 
@@ -110,11 +112,7 @@ def typed_section(cls: type, section: Mapping[str, Any] | None, prefix: str):
         raise ValueError(f"{prefix}: missing section (add `{prefix}` to the defaults list in conf/config.yaml)")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
-    unknown, missing = sorted(set(section) - set(known)), sorted(set(known) - set(section))
-    if unknown:
-        raise ValueError(f"{prefix}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    if missing:
-        raise ValueError(f"{prefix}: missing key(s) {missing}")
+    check_keys(cls, section, prefix)
     return cls(**{k: _check_type(section[k], hints[k], f"{prefix}.{k}") for k in known})
 
 

@@ -24,7 +24,6 @@ batch carries its worker's running count under ``"bad_samples"``.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 from collections.abc import Callable, Iterator, Sequence

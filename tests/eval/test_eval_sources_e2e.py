@@ -10,7 +10,7 @@ import torch
 
 from cosmos.eval import runner
 from cosmos.eval.sources import fetch_release, load_eval_models, load_openclip, resolve_checkpoint
-from cosmos.models import CheckpointError, build_model, load_checkpoint_file
+from cosmos.models import CheckpointError, load_checkpoint_file
 
 
 def test_release_file_loads_student_without_module_prefix_and_teacher(release_ckpt):
