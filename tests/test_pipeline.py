@@ -71,7 +71,7 @@ def test_whole_pipeline_on_the_debug_profile(tmp_path):
         assert f"Running stage '{stage}'" in first.stdout, stage
 
     raw, shards = repo / "data" / "synthetic" / "raw", repo / "data" / "synthetic" / "shards"
-    for path in ("coco/annotations/captions_val2017.json", "classification/classnames.txt",
+    for path in ("coco/annotations/captions_val2017.json", "classification/objects/classnames.txt", "classification/scenes/templates.json",
                  "voc_bg/ImageSets/Segmentation/val.txt", "voc_stuff/cls_synthetic_stuff.txt",
                  "sugarcrepe/swap_att.json", "pretrain/annotations.csv", "run_info.json"):
         assert (raw / path).exists(), path

@@ -32,7 +32,8 @@ def columns(weights: str) -> tuple[Column, ...]:
     return (
         Column(f"retrieval.{weights}.image_to_text_R@1", "I2T R@1"),
         Column(f"retrieval.{weights}.text_to_image_R@1", "T2I R@1"),
-        Column(f"classification.{weights}.top1", "Cls top-1"),
+        Column(f"classification.{weights}.synthetic_objects.top1", "Cls top-1 (objects)"),
+        Column(f"classification.{weights}.synthetic_scenes.top1", "Cls top-1 (scenes)"),
         Column("segmentation.teacher.synthetic_bg.mIoU", "Seg mIoU (bg)"),
         Column("segmentation.teacher.synthetic_stuff.mIoU", "Seg mIoU (stuff)"),
         Column(f"compositional.{weights}.mean", "Comp. acc"),
@@ -108,7 +109,8 @@ def _bars_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def _chance_lines(base: Mapping[str, Any]) -> list[str]:
     chance = {
         "I2T / T2I R@1": (lookup(base, "retrieval.chance.image_to_text_R@1"), lookup(base, "retrieval.chance.text_to_image_R@1")),
-        "Cls top-1": (lookup(base, "classification.chance.top1"),),
+        "Cls top-1 (objects / scenes)": (lookup(base, "classification.chance.synthetic_objects.top1"),
+                                         lookup(base, "classification.chance.synthetic_scenes.top1")),
         "Seg mIoU (bg / stuff)": (lookup(base, "segmentation.chance.synthetic_bg"), lookup(base, "segmentation.chance.synthetic_stuff")),
         "Comp. acc": (lookup(base, "compositional.chance.mean"),),
     }

@@ -92,17 +92,22 @@ def _classification_meta(ccfg: dict[str, Any]) -> tuple[list[str] | None, list[s
 
 
 def run_classification(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[str, Any]:
-    ccfg = cfg["classification"]
-    data = cls_eval.read_image_folder(ccfg["root"])
-    classnames, templates = _classification_meta(ccfg)
+    """Every set in ``classification.datasets``: ``{source, chance: {set: {top1, top5}}, <weights>: {set: metrics}}``
+    (the layout of :func:`run_segmentation`), plus ``<weights>_<set>_per_class.csv`` in ``out_dir``."""
+    datasets = cfg["classification"]["datasets"]
+    if not datasets:
+        raise ValueError("eval.classification.datasets is empty: name at least one ImageFolder set")
     models = models_for(cfg, model_name)
-    n = len(classnames)
-    result: dict[str, Any] = {"source": _source_info(cfg, models),
-                              "chance": {"top1": 100.0 / n, "top5": 100.0 * min(5, n) / n}}
-    for label, em in models.items():
-        metrics, rows = cls_eval.evaluate_classification(em, data, classnames, templates, cfg["batch_size"])
-        result[label] = {**metrics, "templates": len(templates)}
-        write_csv(out_dir / f"{label}_per_class.csv", rows)
+    result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": {}}
+    for name, ccfg in datasets.items():
+        data = cls_eval.read_image_folder(ccfg["root"])
+        classnames, templates = _classification_meta(ccfg)
+        n = len(classnames)
+        result["chance"][name] = {"top1": 100.0 / n, "top5": 100.0 * min(5, n) / n}
+        for label, em in models.items():
+            metrics, rows = cls_eval.evaluate_classification(em, data, classnames, templates, cfg["batch_size"])
+            result.setdefault(label, {})[name] = {**metrics, "templates": len(templates)}
+            write_csv(out_dir / f"{label}_{name}_per_class.csv", rows)
     return result
 
 

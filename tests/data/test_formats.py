@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import numpy as np
 import webdataset as wds
 from PIL import Image
@@ -31,14 +33,16 @@ def test_coco_captions_schema(tiny_raw):
     assert len(pairs.captions) == 5 * TINY_SIZES.retrieval and max(pairs.caption_to_image) == TINY_SIZES.retrieval - 1
 
 
-def test_imagefolder_classes_match_classnames(tiny_raw, scene_cfg):
-    ds = ImageFolder(str(tiny_raw / "classification" / "val"))
-    names = (tiny_raw / "classification" / "classnames.txt").read_text().split("\n")[:-1]
-    assert ds.classes == names == sorted(scene_cfg.shapes)
+@pytest.mark.parametrize("kind", ["objects", "scenes"])
+def test_imagefolder_classes_match_classnames(tiny_raw, scene_cfg, kind):
+    root = tiny_raw / "classification" / kind
+    ds = ImageFolder(str(root / "val"))
+    names = (root / "classnames.txt").read_text().split("\n")[:-1]
+    assert ds.classes == names == sorted(scene_cfg.shapes if kind == "objects" else scene_cfg.stuff)
     assert len(ds) == len(names) * TINY_SIZES.classification_per_class
     image, label = ds[0]
     assert image.size == (scene_cfg.image_size, scene_cfg.image_size) and label == 0
-    templates = json.loads((tiny_raw / "classification" / "templates.json").read_text())
+    templates = json.loads((root / "templates.json").read_text())
     assert all("{}" in t for t in templates)
 
 

@@ -80,6 +80,14 @@ def test_classification_forces_dominant_shape(scene_cfg):
         assert sample_scene(sample_rng(0, "classify", i), scene_cfg, dominant_shape=shape).dominant.shape == shape
 
 
+def test_scene_classification_forces_one_background(scene_cfg):
+    for i, stuff in enumerate(scene_cfg.stuff):
+        scene = sample_scene(sample_rng(0, "scenes", i), scene_cfg, background=stuff)
+        assert scene.stuff == [stuff] and scene.boundary is None and not scene.stuff_map.any()
+    with pytest.raises(ValueError, match="lava"):
+        sample_scene(sample_rng(0, "scenes", 0), scene_cfg, background="lava")
+
+
 @pytest.mark.parametrize(
     "kwargs, names",
     [

@@ -35,9 +35,11 @@ def eval_cfg(tiny_raw, release_ckpt) -> dict:
         "weights": "both",
         "batch_size": 16,
         "retrieval": {"format": "coco", "root": str(raw / "coco"), "image_root": None, "split": "test"},
-        "classification": {"root": str(raw / "classification" / "val"),
-                           "classnames": str(raw / "classification" / "classnames.txt"),
-                           "templates": str(raw / "classification" / "templates.json")},
+        "classification": {"datasets": {
+            f"synthetic_{kind}": {"root": str(raw / "classification" / kind / "val"),
+                                  "classnames": str(raw / "classification" / kind / "classnames.txt"),
+                                  "templates": str(raw / "classification" / kind / "templates.json")}
+            for kind in ("objects", "scenes")}},
         "segmentation": {"weights": "teacher", "csa": True, "templates": "openai", "pictures": 2,
                          "benchmarks": {
                              "synthetic_bg": {"root": str(raw / "voc_bg"), **bench, "logit_scale": 65,

@@ -88,8 +88,11 @@ def test_release_file_end_to_end(tmp_path, eval_cfg):
     assert (tmp_path / "cross_attention_student.png").stat().st_size > 1000
 
     cls = runner.run_classification(eval_cfg, "cosmos-tiny", tmp_path)
-    assert cls["teacher"]["classes"] == 12 and cls["chance"]["top1"] == pytest.approx(100 / 12)
-    assert (tmp_path / "teacher_per_class.csv").read_text().splitlines()[0] == "class,images,top1,top5"
+    assert cls["teacher"]["synthetic_objects"]["classes"] == 12 and cls["teacher"]["synthetic_scenes"]["classes"] == 6
+    assert cls["chance"]["synthetic_objects"]["top1"] == pytest.approx(100 / 12)
+    assert cls["chance"]["synthetic_scenes"]["top5"] == pytest.approx(500 / 6)
+    for name in ("synthetic_objects", "synthetic_scenes"):
+        assert (tmp_path / f"teacher_{name}_per_class.csv").read_text().splitlines()[0] == "class,images,top1,top5"
 
     seg = runner.run_segmentation(eval_cfg, "cosmos-tiny", tmp_path)
     assert list(seg["source"]["evaluated"]) == ["teacher"]

@@ -121,7 +121,9 @@ def _sample_things(rng: np.random.Generator, cfg: SceneConfig, dominant_shape: s
     return things
 
 
-def _sample_stuff(rng: np.random.Generator, cfg: SceneConfig) -> tuple[list[str], float | None]:
+def _sample_stuff(rng: np.random.Generator, cfg: SceneConfig, background: str | None) -> tuple[list[str], float | None]:
+    if background is not None:
+        return [background], None
     k = int(rng.integers(1, cfg.max_stuff + 1))
     names = [str(x) for x in rng.choice(cfg.stuff, size=k, replace=False)]
     if "sky" in names:  # sky only ever sits above the other region
@@ -163,13 +165,17 @@ def _layout(cfg: SceneConfig, things: list[Thing]) -> tuple[np.ndarray, list[int
     return thing_map, areas
 
 
-def sample_scene(rng: np.random.Generator, cfg: SceneConfig, dominant_shape: str | None = None) -> Scene:
+def sample_scene(rng: np.random.Generator, cfg: SceneConfig, dominant_shape: str | None = None,
+                 background: str | None = None) -> Scene:
     """Draw one scene from `rng` (rejection sampling of the layout; deterministic given the rng state).
 
-    `dominant_shape` forces the dominant object's class (class-balanced classification sets).
+    `dominant_shape` forces the dominant object's class (the object classification set); `background` makes
+    the whole background one stuff class (the scene classification set).
     """
     if dominant_shape is not None and dominant_shape not in cfg.shapes:
         raise ValueError(f"dominant_shape {dominant_shape!r} is not in data.generator.shapes")
+    if background is not None and background not in cfg.stuff:
+        raise ValueError(f"background {background!r} is not in data.generator.stuff")
     for _ in range(_MAX_TRIES):
         things = _sample_things(rng, cfg, dominant_shape)
         laid = _layout(cfg, things)
@@ -181,7 +187,7 @@ def sample_scene(rng: np.random.Generator, cfg: SceneConfig, dominant_shape: str
             f"image_size={cfg.image_size}; lower data.generator.max_objects or min_visible"
         )
     thing_map, areas = laid
-    stuff, boundary = _sample_stuff(rng, cfg)
+    stuff, boundary = _sample_stuff(rng, cfg, background)
     image, stuff_map = _render_stuff(rng, cfg, stuff, boundary)
     for idx, t in enumerate(things):
         rgb = np.asarray(vocab.COLOURS[t.colour], np.float32) + rng.uniform(-12, 12, size=3)

@@ -3,7 +3,8 @@
 | folder            | real counterpart        | layout                                                      |
 |-------------------|-------------------------|-------------------------------------------------------------|
 | `coco/`           | COCO val2017 retrieval  | `annotations/captions_val2017.json`, `images/val2017/*.jpg` |
-| `classification/` | ImageNet val            | ImageFolder `val/<class>/*.jpg`, `classnames.txt`, `templates.json` |
+| `classification/objects/` | ImageNet val    | ImageFolder `val/<class>/*.jpg`, `classnames.txt`, `templates.json` |
+| `classification/scenes/`  | SUN397          | the same ImageFolder layout; class = the background              |
 | `voc_bg/`         | VOC21 (with background) | VOC layout + `cls_synthetic_bg.txt`                         |
 | `voc_stuff/`      | COCO-Stuff (no background) | VOC layout + `cls_synthetic_stuff.txt`                   |
 | `sugarcrepe/`     | SugarCrepe              | `images/*.jpg`, `{replace_att,replace_obj,swap_att}.json`   |
@@ -37,6 +38,15 @@ CLASSIFICATION_TEMPLATES: tuple[str, ...] = (
     "a {} in front of a background.",
 )
 
+SCENE_TEMPLATES: tuple[str, ...] = (
+    "a photo of {}.",
+    "a picture of {}.",
+    "a scene with {}.",
+    "shapes on {}.",
+    "objects in front of {}.",
+    "{} in the background.",
+)
+
 _STUFF_SYNONYMS = {"wall": ["wall", "brick wall"], "water": ["water", "sea"]}
 
 
@@ -54,17 +64,36 @@ def write_retrieval(root: Path, seed: int, cfg: SceneConfig, n: int) -> dict:
     return {"images": n, "captions": 5 * n}
 
 
-def write_classification(root: Path, seed: int, cfg: SceneConfig, per_class: int) -> dict:
-    """Class = dominant shape. Folder names sort like `classnames.txt`, so ImageFolder indices line up."""
-    classes = sorted(cfg.shapes)
+def _write_image_folder(root: Path, classes: list[str], templates: tuple[str, ...], per_class: int, draw) -> dict:
+    """ImageFolder `val/<class>/*.jpg` + `classnames.txt` + `templates.json`; `draw(class_index, j)` -> Scene.
+    Folder names sort like `classnames.txt`, so ImageFolder indices line up with the class names."""
     for c, name in enumerate(classes):
         for j in range(per_class):
-            rng = sample_rng(seed, "classify", c * per_class + j)
-            scene = sample_scene(rng, cfg, dominant_shape=name)
-            atomic_write_bytes(root / "val" / name / f"{name}_{j:05d}.jpg", encode_jpeg(scene.image))
+            atomic_write_bytes(root / "val" / name / f"{name}_{j:05d}.jpg", encode_jpeg(draw(c, j).image))
     atomic_write_text(root / "classnames.txt", "\n".join(classes) + "\n")
-    atomic_write_text(root / "templates.json", json.dumps(list(CLASSIFICATION_TEMPLATES), indent=2) + "\n")
+    atomic_write_text(root / "templates.json", json.dumps(list(templates), indent=2) + "\n")
     return {"classes": len(classes), "images": len(classes) * per_class}
+
+
+def write_classification(root: Path, seed: int, cfg: SceneConfig, per_class: int) -> dict:
+    """Two zero-shot classification sets, `per_class` images per class each.
+
+    - `objects/` (the ImageNet analogue): class = the dominant object's shape, over any background.
+    - `scenes/` (the SUN397 analogue): class = the background, one stuff class filling the whole scene
+      behind 1-4 objects.
+    """
+    shapes, stuff = sorted(cfg.shapes), sorted(cfg.stuff)
+
+    def draw_object(c: int, j: int) -> Scene:
+        return sample_scene(sample_rng(seed, "classify", c * per_class + j), cfg, dominant_shape=shapes[c])
+
+    def draw_scene(c: int, j: int) -> Scene:
+        return sample_scene(sample_rng(seed, "scenes", c * per_class + j), cfg, background=stuff[c])
+
+    return {
+        "objects": _write_image_folder(root / "objects", shapes, CLASSIFICATION_TEMPLATES, per_class, draw_object),
+        "scenes": _write_image_folder(root / "scenes", stuff, SCENE_TEMPLATES, per_class, draw_scene),
+    }
 
 
 def segmentation_labels(scene: Scene, cfg: SceneConfig, with_background: bool) -> np.ndarray:
