@@ -12,6 +12,7 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from cosmos.data.formats import coco, sugarcrepe, voc
+from cosmos.data.synthetic.captions import STUFF_PHRASE
 from cosmos.data.synthetic.write_pretrain import caption_string
 from tests.conftest import TINY_SIZES
 
@@ -38,7 +39,8 @@ def test_imagefolder_classes_match_classnames(tiny_raw, scene_cfg, kind):
     root = tiny_raw / "classification" / kind
     ds = ImageFolder(str(root / "val"))
     names = (root / "classnames.txt").read_text().split("\n")[:-1]
-    assert ds.classes == names == sorted(scene_cfg.shapes if kind == "objects" else scene_cfg.stuff)
+    assert ds.classes == sorted(scene_cfg.shapes if kind == "objects" else scene_cfg.stuff)
+    assert names == (ds.classes if kind == "objects" else [STUFF_PHRASE[s] for s in ds.classes])
     assert len(ds) == len(names) * TINY_SIZES.classification_per_class
     image, label = ds[0]
     assert image.size == (scene_cfg.image_size, scene_cfg.image_size) and label == 0

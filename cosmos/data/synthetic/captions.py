@@ -32,7 +32,7 @@ _WHERE = {
     "bottom right": "in the bottom right corner",
 }
 
-_STUFF_PHRASE = {
+STUFF_PHRASE = {
     "sky": "a blue sky",
     "grass": "green grass",
     "water": "rippling water",
@@ -114,18 +114,18 @@ def _thing_slots(t: Thing) -> dict[str, str]:
 
 
 def _stuff_text(scene: Scene) -> str:
-    return " and ".join(_STUFF_PHRASE[s] for s in scene.stuff)
+    return " and ".join(STUFF_PHRASE[s] for s in scene.stuff)
 
 
 def long_caption(scene: Scene, style: str, rng: np.random.Generator) -> list[str]:
     """Sentences describing every object and the background, one fact each, in random order."""
     sentences = [_pick(rng, _OBJECT[style]).format(**_thing_slots(t)) for t in scene.things]
     if len(scene.stuff) == 1:
-        sentences.append(_pick(rng, _ONE_STUFF[style]).format(stuff=_STUFF_PHRASE[scene.stuff[0]]))
+        sentences.append(_pick(rng, _ONE_STUFF[style]).format(stuff=STUFF_PHRASE[scene.stuff[0]]))
     else:
         top, bottom = _TWO_STUFF[style]
-        sentences.append(top.format(top=_STUFF_PHRASE[scene.stuff[0]]))
-        sentences.append(bottom.format(bottom=_STUFF_PHRASE[scene.stuff[1]]))
+        sentences.append(top.format(top=STUFF_PHRASE[scene.stuff[0]]))
+        sentences.append(bottom.format(bottom=STUFF_PHRASE[scene.stuff[1]]))
     singular, plural = _COUNT[style]
     sentences.append(singular if len(scene.things) == 1 else plural.format(n=NUMBERS[len(scene.things)]))
     order = rng.permutation(len(sentences))

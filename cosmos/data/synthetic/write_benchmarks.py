@@ -22,7 +22,7 @@ import numpy as np
 from cosmos.data.formats import coco, sugarcrepe, voc
 from cosmos.data.images import encode_jpeg
 from cosmos.data.synthetic import vocab
-from cosmos.data.synthetic.captions import retrieval_captions
+from cosmos.data.synthetic.captions import STUFF_PHRASE, retrieval_captions
 from cosmos.data.synthetic.probes import hard_negatives
 from cosmos.data.synthetic.scene import Scene, SceneConfig, sample_rng, sample_scene
 from cosmos.io.atomic import atomic_write_bytes, atomic_write_text
@@ -64,15 +64,17 @@ def write_retrieval(root: Path, seed: int, cfg: SceneConfig, n: int) -> dict:
     return {"images": n, "captions": 5 * n}
 
 
-def _write_image_folder(root: Path, classes: list[str], templates: tuple[str, ...], per_class: int, draw) -> dict:
-    """ImageFolder `val/<class>/*.jpg` + `classnames.txt` + `templates.json`; `draw(class_index, j)` -> Scene.
-    Folder names sort like `classnames.txt`, so ImageFolder indices line up with the class names."""
-    for c, name in enumerate(classes):
+def _write_image_folder(root: Path, folders: list[str], names: list[str], templates: tuple[str, ...],
+                        per_class: int, draw) -> dict:
+    """ImageFolder `val/<folder>/*.jpg` + `classnames.txt` + `templates.json`; `draw(class_index, j)` -> Scene.
+    `folders` are sorted, so ImageFolder's indices follow them; `names[i]` is the prompt name of `folders[i]`
+    (as ImageNet's `n01440764` folder is the class "tench")."""
+    for c, folder in enumerate(folders):
         for j in range(per_class):
-            atomic_write_bytes(root / "val" / name / f"{name}_{j:05d}.jpg", encode_jpeg(draw(c, j).image))
-    atomic_write_text(root / "classnames.txt", "\n".join(classes) + "\n")
+            atomic_write_bytes(root / "val" / folder / f"{folder}_{j:05d}.jpg", encode_jpeg(draw(c, j).image))
+    atomic_write_text(root / "classnames.txt", "\n".join(names) + "\n")
     atomic_write_text(root / "templates.json", json.dumps(list(templates), indent=2) + "\n")
-    return {"classes": len(classes), "images": len(classes) * per_class}
+    return {"classes": len(folders), "images": len(folders) * per_class}
 
 
 def write_classification(root: Path, seed: int, cfg: SceneConfig, per_class: int) -> dict:
@@ -80,7 +82,7 @@ def write_classification(root: Path, seed: int, cfg: SceneConfig, per_class: int
 
     - `objects/` (the ImageNet analogue): class = the dominant object's shape, over any background.
     - `scenes/` (the SUN397 analogue): class = the background, one stuff class filling the whole scene
-      behind 1-4 objects.
+      behind 1-4 objects, named by the phrase the captions use for it ("a brick wall").
     """
     shapes, stuff = sorted(cfg.shapes), sorted(cfg.stuff)
 
@@ -91,8 +93,10 @@ def write_classification(root: Path, seed: int, cfg: SceneConfig, per_class: int
         return sample_scene(sample_rng(seed, "scenes", c * per_class + j), cfg, background=stuff[c])
 
     return {
-        "objects": _write_image_folder(root / "objects", shapes, CLASSIFICATION_TEMPLATES, per_class, draw_object),
-        "scenes": _write_image_folder(root / "scenes", stuff, SCENE_TEMPLATES, per_class, draw_scene),
+        "objects": _write_image_folder(root / "objects", shapes, shapes, CLASSIFICATION_TEMPLATES, per_class,
+                                       draw_object),
+        "scenes": _write_image_folder(root / "scenes", stuff, [STUFF_PHRASE[s] for s in stuff], SCENE_TEMPLATES,
+                                      per_class, draw_scene),
     }
 
 
