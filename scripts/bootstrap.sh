@@ -22,4 +22,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   { .venv/bin/pip install --disable-pip-version-check -q -e '.[dev]'; } 2>&1 | { grep -v 'is ignored: it is neither' || true; }
   echo "$want" > "$stamp"
 fi
+# img2dataset (the `download` stage of the real data sets, and its tests) pins webdataset<0.3 and pandas<3,
+# which conflict with the project's, so it gets its own environment; cosmos.data.download runs it there.
+I2D_SPEC="img2dataset==1.47.0"
+i2d_stamp=.venv/img2dataset/.cosmos-install-stamp
+if [ ! -f "$i2d_stamp" ] || [ "$(cat "$i2d_stamp")" != "$I2D_SPEC" ]; then
+  echo "bootstrap: installing $I2D_SPEC into .venv/img2dataset"
+  [ -x .venv/img2dataset/bin/python ] || "$PY" -m venv .venv/img2dataset
+  { .venv/img2dataset/bin/pip install --disable-pip-version-check -q "$I2D_SPEC"; } 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+  NO_ALBUMENTATIONS_UPDATE=1 .venv/img2dataset/bin/python -c 'import img2dataset' && echo "$I2D_SPEC" > "$i2d_stamp"
+fi
 .venv/bin/python -c 'import cosmos, torch, open_clip, webdataset, dvc; print(f"bootstrap: ok (torch {torch.__version__})")'

@@ -4,7 +4,13 @@ One row per image: `Image Path` holds the image URL (the join key with the scrap
 section 9: row order does not match img2dataset keys), then 1 raw alt text, and 3 short + 3 long captions
 by InstructBLIP (IB), ShareGPT4V (SV) and LLaVA-1.5 (LLA). This is the column order of the CSV; text
 cropping concatenates the fields in another order (`cosmos.text.textcrop.DREAMLIP_FIELDS`).
+
+Where the tables live (checked against the Hub's file listing, see docs/data.md): the Hugging Face dataset
+`qidouxiong619/dreamlip_long_captions`, one CSV per source, ~6.3 GB (CC3M), ~23 GB (CC12M) and ~30 GB
+(YFCC15M). The training json keeps the column names and stores every field as a sentence list.
 """
+
+from cosmos.data.captions import CaptionFormat
 
 URL_COLUMN = "Image Path"
 
@@ -17,3 +23,17 @@ DREAMLIP_COLUMNS: tuple[str, ...] = (
     "shortLLA_captions",
     "longLLA_captions",
 )
+
+DREAMLIP = CaptionFormat(
+    name="dreamlip",
+    url_column=URL_COLUMN,
+    columns=tuple((c, c) for c in DREAMLIP_COLUMNS),
+    presplit=True,
+)
+
+HF_REPO = "qidouxiong619/dreamlip_long_captions"
+HF_FILES = {
+    "cc3m": "cc3m_3long_3short_1raw_captions_url.csv",
+    "cc12m": "cc12m_3long_3short_1raw_captions_url.csv",
+    "yfcc15m": "yfcc15m_3long_3short_1raw_captions_url.csv",
+}
