@@ -8,6 +8,7 @@ summary metrics.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import asdict
@@ -167,10 +168,12 @@ def parse_sections(params: dict[str, Any]) -> dict[str, Any]:
 def run_pretrain(params: dict[str, Any], out_dir: str, live_dir: str, shard_dir: str) -> dict[str, Any]:
     """The whole training job (in-process or inside a submitit task): returns the summary metrics on rank 0."""
     from cosmos.io.provenance import write_run_info
-    from cosmos.training.distributed import init_distributed
+    from cosmos.training.distributed import check_gpus, init_distributed
 
     sections = parse_sections(params)
-    train = sections["train"]
+    train, launcher = sections["train"], sections["launcher"]
+    if launcher.name == "slurm":  # GPUs asked for but not usable: fail now, not after training on the CPU
+        check_gpus(launcher.gpus_per_node, int(os.environ.get("LOCAL_RANK", "0")))
     world = init_distributed(pick_device(train.device, World()))
     trainer = build_trainer(out_dir=out_dir, shard_dir=shard_dir, seed=params["seed"], model=sections["model"],
                             optim=sections["optim"], train=train, switches=sections["switches"], world=world)

@@ -1,0 +1,140 @@
+"""Jobs through the real ``sbatch`` of the local cluster (the ``slurm`` fixture brings it up).
+
+- a 2-task job forms one gloo world: ranks 0 and 1, the node as ``MASTER_ADDR``, one port, one torch
+  thread per allocated CPU, the submitting folder as working directory;
+- a rank that raises ends the whole job (the others do not wait in a collective) and its error is reported;
+- Ctrl-C on the waiting stage cancels its job;
+- GPUs asked of a node without GPUs fail at once with a clear message, and nothing is queued;
+- a 2-task training job preempted mid-run (SIGTERM + USR2, as Slurm preemption does) checkpoints through
+  ``_Task.checkpoint``, is requeued, resumes from its last checkpoint and ends on exactly the weights of an
+  uninterrupted 2-task job.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cosmos.config.compose import compose_params
+from cosmos.training.launch import LaunchError, launch, submit, wait
+from cosmos.training.pretrain import run_pretrain
+from tests.slurm import jobs
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
+
+
+def test_a_two_task_job_forms_one_gloo_world(slurm, job_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = submit(jobs.report_world, {}, slurm.launcher(), tmp_path / "submitit")
+    reports = sorted(wait(job, tmp_path / "submitit") and job.results(), key=lambda r: r["rank"])
+    assert [(r["rank"], r["local_rank"], r["world_size"]) for r in reports] == [(0, 0, 2), (1, 1, 2)]
+    assert {r["backend"] for r in reports} == {"gloo"} and {r["all_reduce_sum"] for r in reports} == {3.0}
+    assert {(r["MASTER_ADDR"], r["MASTER_PORT"]) for r in reports} == {(slurm.node, reports[0]["MASTER_PORT"])}
+    assert {r["LOCAL_WORLD_SIZE"] for r in reports} == {"2"} and {r["SLURM_JOB_ID"] for r in reports} == {job.job_id}
+    assert {r["threads"] for r in reports} == {1}  # --cpus-per-task=1, not one thread per core of the node
+    assert {r["cwd"] for r in reports} == {str(tmp_path)}
+    info = slurm.job(job.job_id)
+    assert info["State"] == "COMPLETED" and info["AllocCPUS"] == "2" and info["JobName"] == "cosmos-pretrain"
+
+
+def test_a_rank_that_fails_ends_the_job_with_its_error(slurm, job_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = submit(jobs.fail_on_rank_one, {}, slurm.launcher(), tmp_path / "submitit")
+    with pytest.raises(LaunchError, match=rf"training job {job.job_id} failed: ValueError: rank 1 cannot go on"):
+        wait(job, tmp_path / "submitit")
+    assert slurm.job(job.job_id)["State"] == "FAILED"  # srun --kill-on-bad-exit ended rank 0's 10-minute sleep
+
+
+def test_interrupting_the_waiting_stage_cancels_its_job(slurm, job_env, tmp_path, monkeypatch):
+    import _thread
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    job = submit(jobs.sleep, {"seconds": 600}, slurm.launcher(tasks_per_node=1), tmp_path / "submitit")
+    slurm.wait_for_state(job.job_id, {"RUNNING"})
+    threading.Timer(1.0, _thread.interrupt_main).start()  # Ctrl-C while the stage blocks on the job
+    with pytest.raises(KeyboardInterrupt):
+        wait(job, tmp_path / "submitit")
+    assert slurm.job(job.job_id)["State"].startswith("CANCELLED")
+
+
+def test_gpus_asked_of_a_node_without_gpus_fail_before_anything_is_queued(slurm, tmp_path):
+    before = slurm.job_ids()
+    started = time.monotonic()
+    with pytest.raises(LaunchError, match=r"launcher.gpus_per_node=2 but no node of the default partition "
+                                          rf"'{slurm.partition}' has 2 GPU\(s\) \(sinfo GRES: {slurm.node}: \(null\)\);"
+                                          r" set launcher.gpus_per_node=0 to train on CPUs"):
+        launch(jobs.report_world, {}, slurm.launcher(gpus_per_node=2), tmp_path / "submitit")
+    assert time.monotonic() - started < 30  # an answer, not a wait in the queue
+    assert slurm.job_ids() == before and not (tmp_path / "submitit").exists()
+
+
+def test_sbatch_refusals_are_reported_with_the_launcher_settings(slurm, tmp_path):
+    refused = r"slurm refused the job: .*[Ii]nvalid partition.*\(launcher: partition='no-such-partition'"
+    with pytest.raises(LaunchError, match=refused):
+        launch(jobs.report_world, {}, slurm.launcher(partition="no-such-partition"), tmp_path / "submitit")
+
+
+# 60 tiny samples (the session's tiny_shards), 16 per step over 2 ranks: 3 steps per epoch, 2 epochs.
+_TRAIN = ["profile=debug", "train.batch_size=16", "train.data_fraction=1.0", "train.shuffle_buffer=16",
+          "train.shuffle_initial=4", "optim.warmup_steps=1", "train.device=cpu", "train.precision=fp32",
+          "train.epochs=2", "train.checkpoint_every=1", "launcher=slurm", "launcher.tasks_per_node=2",
+          "launcher.cpus_per_task=1", "launcher.gpus_per_node=0", "launcher.timeout_min=10"]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(path, weights_only=True)
+    out = {f"s.{k}": v for k, v in ckpt["student"].items()} | {f"t.{k}": v for k, v in ckpt["teacher"].items()}
+    for index, state in ckpt["optimizer"]["state"].items():
+        out |= {f"o.{index}.{k}": v for k, v in state.items()}
+    return out
+
+
+def _wait_for(paths: list[Path], job, slurm, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(p.exists() for p in paths):
+        assert not job.done(), f"job {job.job_id} ended before stalling:\n{job.stderr()}"
+        assert time.monotonic() < deadline, f"no {[p.name for p in paths]} after {timeout_s} s"
+        time.sleep(0.5)
+
+
+def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_weights(slurm, job_env, tiny_shards,
+                                                                                 tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = yaml.safe_load(compose_params([*_TRAIN, f"data.root={tiny_shards.parent}"]))
+    launcher = slurm.launcher(timeout_min=60)  # submitit counts any signal in the last 10 minutes as a timeout
+    common = dict(params=params, live_dir=str(tmp_path / "live"), shard_dir=str(tiny_shards))
+    reference = launch(run_pretrain, {**common, "out_dir": str(tmp_path / "uninterrupted")}, launcher,
+                       tmp_path / "submitit")
+    assert reference["finished"] and reference["steps"] == 6
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    # Both ranks stall before step 5, after the step-4 checkpoint (mid-epoch 2), until preempted.
+    job = submit(jobs.pretrain_stalling_once, {"stall_at": 4, "marker_dir": str(markers), **common,
+                                               "out_dir": str(tmp_path / "requeued")}, launcher, tmp_path / "submitit")
+    _wait_for([markers / "stalled-rank0", markers / "stalled-rank1"], job, slurm)
+    assert (tmp_path / "requeued" / "step-00000004.pt").exists()
+    job._interrupt(timeout=False)  # scancel --signal TERM, then USR2: what Slurm sends a preempted job
+    # A requeued job waits ~2 minutes (Slurm's begin-time hold) unless told to start now.
+    slurm.wait_for_state(job.job_id, {"PENDING"})
+    subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
+    summary = wait(job, tmp_path / "submitit")
+
+    assert summary["finished"] and summary["steps"] == 6
+    log = (job.stdout() or "") + (job.stderr() or "")
+    for line in ("Caught signal SIGUSR2 on", "this job is preempted", "Calling checkpoint method.",
+                 f"Requeued job {job.job_id}"):
+        assert line in log, (line, log[-3000:])
+    for rank in (0, 1):  # each rank ran twice: stalled, then resumed
+        assert len((markers / f"attempts-rank{rank}").read_text().splitlines()) == 2
+    assert slurm.job(job.job_id)["State"] == "COMPLETED"
+    assert [run["State"] for run in slurm.job_runs(job.job_id)] == ["REQUEUED", "COMPLETED"]
+    expected, actual = _weights(tmp_path / "uninterrupted" / "final.pt"), _weights(tmp_path / "requeued" / "final.pt")
+    assert expected.keys() == actual.keys()
+    assert [k for k in expected if not torch.equal(expected[k], actual[k])] == []
