@@ -35,6 +35,7 @@ from cosmos.data.captions import CaptionError, CaptionFormat, caption_record, re
 from cosmos.data.formats.dreamlip import DREAMLIP, DREAMLIP_COLUMNS, URL_COLUMN
 from cosmos.data.images import BadImageError, to_jpeg_bytes
 from cosmos.io.atomic import atomic_dir, atomic_write_json
+from cosmos.io.checksum import file_sha256
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 TAR_MTIME = 0.0
@@ -151,13 +152,6 @@ def _clean_sample(key: str, parts: dict[str, bytes], lookup: Lookup, fmt: Captio
     return {"__key__": key, "jpg": jpeg, "json": json.dumps(record, sort_keys=True).encode("utf-8")}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _write_shards(samples: Iterator[dict], out: Path, samples_per_shard: int, prefix: str) -> list[dict]:
     shards, writer, count = [], None, 0
@@ -175,7 +169,7 @@ def _write_shards(samples: Iterator[dict], out: Path, samples_per_shard: int, pr
         writer.close()
     for shard in shards:
         path = out / shard["file"]
-        shard.update(bytes=path.stat().st_size, sha256=_sha256(path))
+        shard.update(bytes=path.stat().st_size, sha256=file_sha256(path))
     return shards
 
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from cosmos.data.captions import CaptionFormat, check_caption_row, iter_table_rows, utf8_or_none
 from cosmos.io.atomic import atomic_dir, atomic_write_json
+from cosmos.io.checksum import file_sha256
 
 URL_FIELD = "url"
 MANIFEST = "manifest.json"
@@ -60,13 +61,6 @@ def _clean_rows(tables: list[Path], fmt: CaptionFormat, counts: Counter) -> Iter
                 continue
             yield {URL_FIELD: url, **{c: utf8_or_none(row[c]) for c in fmt.upstream}}
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_url_list_manifest(out_dir: str | Path) -> dict | None:
@@ -107,7 +101,7 @@ def build_url_list(tables: list[Path], fmt: CaptionFormat, out_dir: str | Path, 
             name = f"part-{len(parts):05d}.parquet"
             columns = {k: [r[k] for r in buffer] for k in schema.names}
             pq.write_table(pa.Table.from_pydict(columns, schema=schema), tmp / name, compression="zstd")
-            parts.append({"file": name, "rows": len(buffer), "sha256": _sha256(tmp / name)})
+            parts.append({"file": name, "rows": len(buffer), "sha256": file_sha256(tmp / name)})
             buffer.clear()
 
         for row in _clean_rows(tables, fmt, counts):
