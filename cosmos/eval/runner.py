@@ -94,9 +94,11 @@ def _classification_meta(ccfg: dict[str, Any]) -> tuple[list[str] | None, list[s
 def run_classification(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[str, Any]:
     """Every set in ``classification.datasets``: ``{source, chance: {set: {top1, top5}}, <weights>: {set: metrics}}``
     (the layout of :func:`run_segmentation`), plus ``<weights>_<set>_per_class.csv`` in ``out_dir``."""
-    datasets = cfg["classification"]["datasets"]
+    # A set switched off with `-S eval.classification.datasets.<name>=null` is skipped.
+    datasets = {k: v for k, v in (cfg["classification"]["datasets"] or {}).items() if v is not None}
     if not datasets:
-        raise ValueError("eval.classification.datasets is empty: name at least one ImageFolder set")
+        raise ValueError("eval.classification.datasets names no set: give at least one "
+                         "{root, classnames, templates} entry (see conf/eval/synthetic.yaml)")
     models = models_for(cfg, model_name)
     result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": {}}
     for name, ccfg in datasets.items():

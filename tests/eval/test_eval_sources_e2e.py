@@ -114,3 +114,13 @@ def test_stage_writes_metrics_and_run_info(tmp_path, monkeypatch, eval_cfg):
     assert metrics["chance"]["mean"] == 50.0 and "student" in metrics
     info = json.loads((tmp_path / "runs/eval/compositional/run_info.json").read_text())
     assert info["stage"] == "eval_compositional"
+
+
+def test_classification_skips_a_set_switched_off_and_refuses_none(tmp_path, eval_cfg):
+    eval_cfg["weights"] = "teacher"
+    eval_cfg["classification"]["datasets"]["synthetic_objects"] = None
+    cls = runner.run_classification(eval_cfg, "cosmos-tiny", tmp_path)
+    assert list(cls["teacher"]) == ["synthetic_scenes"] and list(cls["chance"]) == ["synthetic_scenes"]
+    eval_cfg["classification"]["datasets"]["synthetic_scenes"] = None
+    with pytest.raises(ValueError, match="names no set"):
+        runner.run_classification(eval_cfg, "cosmos-tiny", tmp_path)
