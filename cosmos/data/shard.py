@@ -214,6 +214,8 @@ def shard_sources(sources: list[ShardSource], out_dir: str | Path, cfg: ShardCon
         inputs.append((source, tars, lookup, duplicates))
     per_shard = _samples_per_shard(sources, cfg)
     stats = ShardStats()
+    # 8-byte URL digests as Python ints in a set: ~70 bytes per written sample (measured: 70 MB per
+    # million), so up to ~2.1 GB for Merged-30M's ~30M URLs, ~1.2 GB for PixelProse's 16.9M.
     seen_urls: set[int] = set()
 
     def clean() -> Iterator[dict]:

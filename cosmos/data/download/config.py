@@ -21,6 +21,9 @@ class SourceConfig:
     local_path: str | None = None      # a folder that already holds `files`: skips the Hub
 
     def __post_init__(self) -> None:
+        # One pattern given as a string (`-S data.sources.X.files=a.parquet`) is a list of one, not of
+        # its characters.
+        object.__setattr__(self, "files", (self.files,) if isinstance(self.files, str) else tuple(self.files))
         if not self.files:
             raise ValueError("data.sources.<name>.files must list at least one file or pattern")
         if self.hf_repo is None and self.local_path is None:

@@ -11,35 +11,39 @@ from pathlib import Path
 from cosmos.data.captions import caption_format
 from cosmos.data.download.annotations import fetch_annotations
 from cosmos.data.download.config import REPORT, DownloadConfig, SourceConfig
-from cosmos.data.download.scrape import DownloadError, ScrapeSummary, scrape
-from cosmos.data.download.urllist import build_url_list, read_url_list_manifest, reusable_tables
+from cosmos.data.download.guard import (DownloadError, check_fingerprint, exclusive_lock, settings_fingerprint,
+                                       url_parts_fingerprint, write_fingerprint)
+from cosmos.data.download.scrape import ScrapeSummary, img2dataset_kwargs, scrape
+from cosmos.data.download.urllist import build_url_list, reusable_tables, url_list_identity
 from cosmos.io.atomic import atomic_dir, atomic_write_json
-
-
-def _check_url_list_unchanged(urls: dict, images_dir: Path, previous: dict | None) -> None:
-    """img2dataset keys are row positions: shards made from another url list must not be mixed in."""
-    if previous is None or previous.get("parts") == urls["parts"]:
-        return
-    if any(images_dir.glob("*_stats.json")):
-        raise DownloadError(
-            f"the url list of {images_dir.parent} changed (different caption tables or settings) since its "
-            f"images were downloaded; delete {images_dir} to download again from the new list"
-        )
 
 
 def download_source(name: str, source: SourceConfig, cfg: DownloadConfig,
                     on_progress: Callable[[ScrapeSummary], None] | None = None) -> dict:
-    """Fetch one source into `cfg.work_dir/name` (resuming); returns and writes its report."""
-    fmt = caption_format(source.format)
+    """Fetch one source into `cfg.work_dir/name` (resuming, under an exclusive lock on that folder);
+    returns and writes its report."""
     work = Path(cfg.work_dir) / name
-    work.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(work):
+        return _download_source(name, source, cfg, work, on_progress)
+
+
+def _download_source(name: str, source: SourceConfig, cfg: DownloadConfig, work: Path,
+                     on_progress: Callable[[ScrapeSummary], None] | None) -> dict:
+    fmt = caption_format(source.format)
+    images_dir = work / "images"
+    # Finished shards are only reused with the url list and settings they were made with (guard.py). Each
+    # check runs before the step that could change what it compares.
+    fp = settings_fingerprint(img2dataset_kwargs(work / "urls", images_dir, fmt.upstream, cfg))
+    check_fingerprint(images_dir, fp)
     request = {"hf_repo": source.hf_repo, "hf_revision": source.hf_revision, "files": list(source.files),
                "local_path": source.local_path}
     tables = reusable_tables(work / "urls", request) or fetch_annotations(source, work / "annotations")
-    previous = read_url_list_manifest(work / "urls")
+    fp.update(url_list_identity(tables, fmt, cfg.rows_per_part))
+    check_fingerprint(images_dir, fp)
     urls = build_url_list(tables, fmt, work / "urls", cfg.rows_per_part, cfg.max_table_bad_fraction, request)
-    images_dir = work / "images"
-    _check_url_list_unchanged(urls, images_dir, previous)
+    fp["url_list"] = url_parts_fingerprint(urls["parts"])
+    check_fingerprint(images_dir, fp)
+    write_fingerprint(images_dir, fp)
     report = {"source": name, "format": fmt.name, "tables": [t.name for t in tables],
               "table": {k: urls[k] for k in ("rows", "kept", "skipped")}}
     try:

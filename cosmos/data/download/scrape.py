@@ -5,8 +5,11 @@ virtual environment (`.venv/img2dataset`, made by `scripts/bootstrap.sh`) and ru
 own process group, driven by a small script and a JSON of keyword arguments. `incremental_mode=
 "incremental"` makes a re-run skip every shard that has its `NNNNN_stats.json` (written after the tar is
 closed) and redo the others from the same rows, so an interrupted run resumes without loss or duplicates.
-While it runs, the finished shards' stats are read every `poll_seconds`; once `min_checked` URLs were
-tried and more than `max_failed_fraction` of them failed, the run is stopped with a report by reason.
+While it runs, the stats of the shards finished *by this run* are read every `poll_seconds`; once
+`min_checked` of their URLs were tried and more than `max_failed_fraction` of them failed (or at the end,
+whatever their number), the run is stopped with a report by reason. Shards of this run that failed above
+that limit mostly by timeouts or connection errors are then moved aside into `images/failed-<time>/`,
+so that the next run fetches them again instead of skipping them. SIGTERM and SIGHUP stop img2dataset too.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cosmos.data.download.config import DownloadConfig
+from cosmos.data.download.guard import DownloadError, exit_on_termination
 from cosmos.io.atomic import atomic_write_json, atomic_write_text
 
 ENV_PYTHON = "COSMOS_IMG2DATASET_PYTHON"
@@ -47,10 +52,7 @@ _REASONS = (  # first match wins; img2dataset's messages are urllib / OpenCV str
     (re.compile(r"urlopen error|Connection|Remote end|SSL|certificate|Name or service|Errno", re.I),
      "connection_error"),
 )
-
-
-class DownloadError(RuntimeError):
-    """img2dataset failed, or too many images could not be fetched."""
+NETWORK_REASONS = ("timeout", "connection_error")  # failures a better network fixes: worth a re-fetch
 
 
 def failure_reason(message: str) -> str:
@@ -86,31 +88,49 @@ class ScrapeSummary:
                 "messages": dict(self.messages.most_common(20)), "shards": self.shards}
 
 
-def read_shard_stats(images_dir: str | Path) -> ScrapeSummary:
-    """Success / failure counts of every finished shard (`NNNNN_stats.json`), in shard order."""
+def finished_shards(images_dir: str | Path) -> set[str]:
+    """The ids (`NNNNN`) of the shards that have their `NNNNN_stats.json`."""
+    return {path.name.split("_")[0] for path in Path(images_dir).glob("*_stats.json")}
+
+
+def read_shard_stats(images_dir: str | Path, exclude: set[str] = frozenset()) -> ScrapeSummary:
+    """Success / failure counts of every finished shard (`NNNNN_stats.json`) whose id is not in `exclude`,
+    in shard order."""
     summary = ScrapeSummary()
     for path in sorted(Path(images_dir).glob("*_stats.json")):
+        if path.name.split("_")[0] in exclude:
+            continue
         try:
             stats = json.loads(path.read_text())
         except (OSError, ValueError):  # being written right now: read it on the next poll
             continue
         failures = {k: v for k, v in stats.get("status_dict", {}).items() if k != "success"}
+        reasons: Counter = Counter()
         for message, n in failures.items():
-            summary.reasons[failure_reason(message)] += n
+            reasons[failure_reason(message)] += n
             summary.messages[message[:120]] += n
+        summary.reasons.update(reasons)
         summary.shards.append({
             "shard": path.name.split("_")[0], "count": stats["count"], "successes": stats["successes"],
             "failed_to_download": stats["failed_to_download"], "failed_to_resize": stats["failed_to_resize"],
+            "reasons": dict(sorted(reasons.items())),
         })
     return summary
 
 
 def img2dataset_python(configured: str | None = None) -> str:
-    """The interpreter that has img2dataset: the config, $COSMOS_IMG2DATASET_PYTHON, .venv/img2dataset."""
-    candidates = [configured, os.environ.get(ENV_PYTHON), str(Path(sys.prefix) / "img2dataset" / "bin" / "python")]
-    for candidate in candidates:
-        if candidate and Path(candidate).exists():
+    """The interpreter that has img2dataset: the config, else $COSMOS_IMG2DATASET_PYTHON, else
+    .venv/img2dataset. A path that is set but does not exist is an error, never skipped."""
+    settings = ((configured, "data.download.img2dataset_python"), (os.environ.get(ENV_PYTHON), f"${ENV_PYTHON}"))
+    for candidate, where in settings:
+        if candidate:
+            if not Path(candidate).exists():
+                raise DownloadError(f"{where}={candidate} does not exist: point it at a Python that has "
+                                    "img2dataset, or unset it to use .venv/img2dataset (scripts/bootstrap.sh)")
             return candidate
+    default = Path(sys.prefix) / "img2dataset" / "bin" / "python"
+    if default.exists():
+        return str(default)
     raise DownloadError(
         "img2dataset not found: run `bash scripts/bootstrap.sh` (it installs it into .venv/img2dataset), or "
         f"point data.download.img2dataset_python or ${ENV_PYTHON} at a Python that has it"
@@ -144,13 +164,43 @@ def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
             continue
 
 
-def _too_many_failures(summary: ScrapeSummary, cfg: DownloadConfig, where: str) -> DownloadError:
+def _too_many(summary: ScrapeSummary, cfg: DownloadConfig) -> bool:
+    return summary.failed_fraction > cfg.max_failed_fraction
+
+
+def _move_aside_network_failures(images_dir: Path, summary: ScrapeSummary,
+                                 cfg: DownloadConfig) -> tuple[list[str], Path]:
+    """Move the shards of `summary` that failed above the limit, mostly by timeouts or connection errors,
+    into `images_dir/failed-<time>/` (stats first), so that img2dataset fetches them again; their ids, and
+    that folder."""
+    moved = []
+    folder = images_dir / time.strftime("failed-%Y%m%d-%H%M%S")
+    for shard in summary.shards:
+        failed = shard["count"] - shard["successes"]
+        network = sum(shard["reasons"].get(r, 0) for r in NETWORK_REASONS)
+        if not (shard["count"] and failed / shard["count"] > cfg.max_failed_fraction and 2 * network > failed):
+            continue
+        folder.mkdir(exist_ok=True)
+        for name in (f"{shard['shard']}_stats.json", f"{shard['shard']}.tar", f"{shard['shard']}.parquet"):
+            if (images_dir / name).exists():
+                os.replace(images_dir / name, folder / name)
+        moved.append(shard["shard"])
+    return moved, folder
+
+
+def _too_many_failures(summary: ScrapeSummary, images_dir: Path, cfg: DownloadConfig) -> DownloadError:
+    """The error for a run whose own shards (`summary`) failed too often, after moving aside the shards a
+    better network would fix."""
+    moved, folder = _move_aside_network_failures(images_dir, summary, cfg)
+    retry = (f"Moved the {len(moved)} shard(s) {moved} that failed mostly by timeouts or connection errors to "
+             f"{folder}, so that the next run fetches them again. " if moved else "")
     err = DownloadError(
-        f"{where}: {summary.count - summary.successes} of {summary.count} image downloads failed "
-        f"({summary.failed_fraction:.1%} > data.download.max_failed_fraction={cfg.max_failed_fraction:.1%}); "
-        f"by reason {dict(summary.reasons.most_common())}; most frequent messages "
-        f"{dict(summary.messages.most_common(3))}. Check the network and the url list, or raise the limit; "
-        "a re-run resumes where this one stopped."
+        f"{images_dir}: {summary.count - summary.successes} of the {summary.count} image downloads of this run "
+        f"failed ({summary.failed_fraction:.1%} > data.download.max_failed_fraction="
+        f"{cfg.max_failed_fraction:.1%}); by reason {dict(summary.reasons.most_common())}; most frequent "
+        f"messages {dict(summary.messages.most_common(3))}. {retry}Check the network and the url "
+        "list, or raise the limit, then run again: finished shards are kept, and the next run is judged on "
+        "the shards it fetches itself."
     )
     err.summary = summary
     return err
@@ -166,7 +216,8 @@ def scrape(url_dir: str | Path, images_dir: str | Path, columns: tuple[str, ...]
     atomic_write_text(runner, RUNNER)
     atomic_write_json(kwargs_path, img2dataset_kwargs(url_dir, images_dir, columns, cfg))
     env = {**os.environ, "WANDB_MODE": "disabled", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "ab") as log:
+    earlier = finished_shards(images_dir)  # shards of earlier runs: img2dataset skips them
+    with open(log_path, "ab") as log, exit_on_termination():
         proc = subprocess.Popen([python, str(runner), str(kwargs_path)], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=run_dir, env=env, start_new_session=True)
         try:
@@ -176,18 +227,19 @@ def scrape(url_dir: str | Path, images_dir: str | Path, columns: tuple[str, ...]
                     break
                 except subprocess.TimeoutExpired:
                     pass
-                summary = read_shard_stats(images_dir)
                 if on_progress is not None:
-                    on_progress(summary)
-                if summary.count >= max(cfg.min_checked, 1) and summary.failed_fraction > cfg.max_failed_fraction:
-                    raise _too_many_failures(summary, cfg, f"stopped {images_dir}")
+                    on_progress(read_shard_stats(images_dir))
+                this_run = read_shard_stats(images_dir, exclude=earlier)
+                if this_run.count >= max(cfg.min_checked, 1) and _too_many(this_run, cfg):
+                    _stop(proc)
+                    raise _too_many_failures(this_run, images_dir, cfg)
         finally:
             if proc.poll() is None:
                 _stop(proc)
     if returncode != 0:
         tail = log_path.read_text(errors="replace")[-2000:]
         raise DownloadError(f"img2dataset exited with status {returncode} (log {log_path}); last lines:\n{tail}")
-    summary = read_shard_stats(images_dir)
-    if summary.count and summary.failed_fraction > cfg.max_failed_fraction:
-        raise _too_many_failures(summary, cfg, str(images_dir))
-    return summary
+    this_run = read_shard_stats(images_dir, exclude=earlier)
+    if this_run.count and _too_many(this_run, cfg):
+        raise _too_many_failures(this_run, images_dir, cfg)
+    return read_shard_stats(images_dir)
