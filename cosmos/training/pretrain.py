@@ -27,7 +27,7 @@ from cosmos.text.tokenizer import build_tokenizer
 from cosmos.training.checkpoint import CheckpointDir
 from cosmos.training.config import ModelConfig, OptimConfig, TrainConfig
 from cosmos.training.data import TrainLoader, read_shard_set
-from cosmos.training.distributed import World, wrap_ddp
+from cosmos.training.distributed import World, cuda_index, wrap_ddp
 from cosmos.training.loop import Trainer, config_fingerprint
 from cosmos.training.optim import build_optimizer
 from cosmos.training.precision import Precision
@@ -36,11 +36,11 @@ __all__ = ["build_trainer", "launch_pretrain", "pick_device", "pretrain"]
 
 
 def pick_device(name: str, world: World) -> torch.device:
-    """``auto``: this rank's GPU if CUDA is available, else the CPU."""
+    """``auto``: this rank's GPU (:func:`~cosmos.training.distributed.cuda_index`) if CUDA is available, else CPU."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ValueError("train.device=cuda but CUDA is not available: use train.device=auto or cpu")
-        return torch.device("cuda", world.local_rank)
+        return torch.device("cuda", cuda_index(world.local_rank))
     return torch.device("cpu")
 
 

@@ -38,11 +38,14 @@ class Slurm:
     def job(self, job_id: int | str, timeout_s: float = 60) -> dict[str, str]:
         """``sacct`` fields of one job's allocation (State, AllocCPUS, WorkDir, ...), once its latest run ended.
 
-        submitit's result files appear as the tasks return, a moment before Slurm marks the job done.
+        submitit's result files appear as the tasks return, a moment before Slurm marks the job done; and
+        for a moment after it ended, accounting may still name the allocation ``allocation`` rather than the
+        job's name, so both settle before the record is returned.
         """
         deadline = time.monotonic() + timeout_s
-        while (last := self.job_runs(job_id)[-1])["State"] in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED"):
-            assert time.monotonic() < deadline, f"job {job_id} still {last['State']} after {timeout_s} s"
+        unsettled = ("PENDING", "RUNNING", "COMPLETING", "REQUEUED")
+        while (last := self.job_runs(job_id)[-1])["State"] in unsettled or last["JobName"] == "allocation":
+            assert time.monotonic() < deadline, f"job {job_id} still {last['State']} ({last['JobName']}) after {timeout_s} s"
             time.sleep(0.5)
         return last
 

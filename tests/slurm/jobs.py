@@ -34,7 +34,9 @@ def pretrain_stalling_once(stall_at: int, marker_dir: str, **kwargs: Any) -> dic
 
     Each rank writes ``stalled-rank<R>`` when it stalls, after rank 0 has saved the step-``stall_at``
     checkpoint, so the test knows when to preempt the job. Requeued attempts (``attempts-rank<R>`` exists)
-    train straight through, from the newest checkpoint.
+    train straight through, from the newest checkpoint. Every attempt appends ``started at step <N>`` to
+    ``starts-rank<R>`` at its first training step: the trainer's position then, i.e. the step it resumed from
+    (0 for a fresh start), so the test can tell a resumed attempt from one that started over.
     """
     from cosmos.training.loop import Trainer
     from cosmos.training.pretrain import run_pretrain
@@ -44,16 +46,19 @@ def pretrain_stalling_once(stall_at: int, marker_dir: str, **kwargs: Any) -> dic
     first = not attempts.exists()
     with attempts.open("a") as f:
         f.write(f"attempt in job {os.environ.get('SLURM_JOB_ID')}\n")
-    if first:
-        train_step = Trainer.train_step
+    train_step, started = Trainer.train_step, []
 
-        def stalling(self, batch):
-            if self.position.step == stall_at:
-                (Path(marker_dir) / f"stalled-rank{rank}").touch()
-                time.sleep(600)  # preempted (USR2) long before this ends
-            return train_step(self, batch)
+    def watched(self, batch):
+        if not started:
+            started.append(self.position.step)
+            with (Path(marker_dir) / f"starts-rank{rank}").open("a") as f:
+                f.write(f"started at step {self.position.step}\n")
+        if first and self.position.step == stall_at:
+            (Path(marker_dir) / f"stalled-rank{rank}").touch()
+            time.sleep(600)  # preempted (USR2) long before this ends
+        return train_step(self, batch)
 
-        Trainer.train_step = stalling  # this process is the job's own; nothing else sees the patch
+    Trainer.train_step = watched  # this process is the job's own; nothing else sees the patch
     return run_pretrain(**kwargs)
 
 

@@ -6,8 +6,9 @@
 - Ctrl-C on the waiting stage cancels its job;
 - GPUs asked of a node without GPUs fail at once with a clear message, and nothing is queued;
 - a 2-task training job preempted mid-run (SIGTERM + USR2, as Slurm preemption does) checkpoints through
-  ``_Task.checkpoint``, is requeued, resumes from its last checkpoint and ends on exactly the weights of an
-  uninterrupted 2-task job.
+  ``_Task.checkpoint``, is requeued, resumes from its last checkpoint (both ranks' second attempt starts at
+  step 4: deterministic training would reach the same weights from step 0 too) and ends on exactly the
+  weights of an uninterrupted 2-task job.
 """
 
 from __future__ import annotations
@@ -131,8 +132,10 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_weights(sl
     for line in ("Caught signal SIGUSR2 on", "this job is preempted", "Calling checkpoint method.",
                  f"Requeued job {job.job_id}"):
         assert line in log, (line, log[-3000:])
-    for rank in (0, 1):  # each rank ran twice: stalled, then resumed
+    for rank in (0, 1):  # each rank ran twice: stalled, then resumed from step 4 (not over again from 0)
         assert len((markers / f"attempts-rank{rank}").read_text().splitlines()) == 2
+        assert (markers / f"starts-rank{rank}").read_text().splitlines() == ["started at step 0",
+                                                                             "started at step 4"]
     assert slurm.job(job.job_id)["State"] == "COMPLETED"
     assert [run["State"] for run in slurm.job_runs(job.job_id)] == ["REQUEUED", "COMPLETED"]
     expected, actual = _weights(tmp_path / "uninterrupted" / "final.pt"), _weights(tmp_path / "requeued" / "final.pt")

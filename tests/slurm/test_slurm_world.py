@@ -2,6 +2,8 @@
 
 - every task of a 2-node x 4-task Slurm job gets its rank, local rank, world size and the same
   ``MASTER_ADDR``/``MASTER_PORT``, and ``init_distributed`` joins that world;
+- a task trains on ``cuda:LOCAL_RANK`` when it sees its node's GPUs, on ``cuda:0`` when bound to one GPU;
+- ``MASTER_PORT`` comes from the job id, never from the submitting shell;
 - GPU requests: the sbatch parameters, the pre-submission ``sinfo`` check and the in-job CUDA check each
   fail with a message naming the cause and the fix.
 """
@@ -54,13 +56,18 @@ def test_each_task_of_a_two_node_job_gets_its_place_in_one_world(monkeypatch):
     assert len(set(seen)) == 1  # every task rendezvous at the same address
 
 
-def test_an_exported_master_port_is_kept(monkeypatch):
+def test_a_master_port_inherited_from_the_shell_is_ignored(monkeypatch):
     import os
 
     _slurm_task_env(monkeypatch, 5)
-    monkeypatch.setenv("MASTER_PORT", "29511")
     export_job_world()
-    assert os.environ["MASTER_PORT"] == "29511"
+    drawn = os.environ["MASTER_PORT"]
+    monkeypatch.setenv("MASTER_PORT", "29511")  # exported by the submitting shell, so shared by every queued job
+    export_job_world()
+    assert os.environ["MASTER_PORT"] == drawn != "29511"
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")  # another job of the grid: another port
+    export_job_world()
+    assert os.environ["MASTER_PORT"] != drawn
 
 
 def test_init_distributed_joins_the_exported_world(monkeypatch):
@@ -70,9 +77,38 @@ def test_init_distributed_joins_the_exported_world(monkeypatch):
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, init_method: calls.append(
         (backend, init_method)))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
     assert init_distributed(torch.device("cpu")) == World(rank=6, world_size=8, local_rank=2)
-    assert init_distributed(torch.device("cuda", 2)).local_rank == 2
-    assert calls == [("gloo", "env://"), ("nccl", "env://")]
+    assert init_distributed(torch.device("cuda")).local_rank == 2
+    # NCCL: the task's own GPU is made current before the process group forms
+    assert calls == [("gloo", "env://"), ("set_device", 2), ("nccl", "env://")]
+
+
+@pytest.mark.parametrize("count, local_rank, index", [(4, 0, 0), (4, 3, 3), (8, 3, 3), (1, 0, 0), (1, 3, 0)])
+def test_each_task_trains_on_its_gpu_whether_it_sees_the_node_s_gpus_or_only_its_own(monkeypatch, count, local_rank,
+                                                                                   index):
+    from cosmos.training.pretrain import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    assert distributed.cuda_index(local_rank) == index
+    assert pick_device("auto", World(rank=4 + local_rank, world_size=8, local_rank=local_rank)) == torch.device(
+        "cuda", index)
+    check_gpus(4, local_rank)  # a task bound to one GPU (count 1) is fine at any local rank
+
+
+@pytest.mark.parametrize("count, local_rank", [(2, 3), (4, 4)])
+def test_a_task_that_sees_some_but_not_its_gpu_fails_naming_what_it_sees(monkeypatch, count, local_rank):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(count))))
+    seen = rf"task with local rank {local_rank} sees {count} CUDA device\(s\) \(CUDA_VISIBLE_DEVICES=0,1"
+    with pytest.raises(RuntimeError, match=seen + r".*launcher.tasks_per_node = launcher.gpus_per_node"):
+        distributed.cuda_index(local_rank)
+    with pytest.raises(RuntimeError, match=rf"launcher.gpus_per_node=4 on \S+: {seen}"):
+        check_gpus(4, local_rank)
 
 
 def test_sbatch_parameters_carry_nodes_tasks_and_gpus():
