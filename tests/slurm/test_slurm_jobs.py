@@ -25,6 +25,7 @@ from cosmos.config.compose import compose_params
 from cosmos.training.launch import LaunchError, launch, submit, wait
 from cosmos.training.pretrain import run_pretrain
 from tests.slurm import jobs
+from tests.training.checkpoint_tensors import checkpoint_tensors
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 
@@ -88,13 +89,6 @@ _TRAIN = ["profile=debug", "train.batch_size=16", "train.data_fraction=1.0", "tr
           "launcher.cpus_per_task=1", "launcher.gpus_per_node=0", "launcher.timeout_min=10"]
 
 
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(path, weights_only=True)
-    out = {f"s.{k}": v for k, v in ckpt["student"].items()} | {f"t.{k}": v for k, v in ckpt["teacher"].items()}
-    for index, state in ckpt["optimizer"]["state"].items():
-        out |= {f"o.{index}.{k}": v for k, v in state.items()}
-    return out
-
 
 def _wait_for(paths: list[Path], job, slurm, timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
@@ -138,6 +132,7 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_weights(sl
                                                                              "started at step 4"]
     assert slurm.job(job.job_id)["State"] == "COMPLETED"
     assert [run["State"] for run in slurm.job_runs(job.job_id)] == ["REQUEUED", "COMPLETED"]
-    expected, actual = _weights(tmp_path / "uninterrupted" / "final.pt"), _weights(tmp_path / "requeued" / "final.pt")
+    expected = checkpoint_tensors(tmp_path / "uninterrupted" / "final.pt")
+    actual = checkpoint_tensors(tmp_path / "requeued" / "final.pt")
     assert expected.keys() == actual.keys()
     assert [k for k in expected if not torch.equal(expected[k], actual[k])] == []

@@ -25,6 +25,7 @@ from cosmos.training.launch import _Task
 from cosmos.training.loop import Trainer
 from cosmos.training.pretrain import run_pretrain
 from tests.conftest import REPO_ROOT
+from tests.training.checkpoint_tensors import checkpoint_tensors
 
 pytestmark = pytest.mark.slow
 
@@ -92,13 +93,6 @@ def _pretrain_stalling_once(stall_at: int, attempts_file: str, **kwargs):
     return run_pretrain(**kwargs)
 
 
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(path, weights_only=True)
-    out = {f"s.{k}": v for k, v in ckpt["student"].items()} | {f"t.{k}": v for k, v in ckpt["teacher"].items()}
-    for index, state in ckpt["optimizer"]["state"].items():
-        out |= {f"o.{index}.{k}": v for k, v in state.items()}
-    return out
-
 
 @pytest.mark.timeout(240)
 def test_a_timed_out_job_is_requeued_and_resumes_to_the_uninterrupted_weights(tiny_shards, tmp_path, monkeypatch):
@@ -131,6 +125,7 @@ def test_a_timed_out_job_is_requeued_and_resumes_to_the_uninterrupted_weights(ti
     assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log, log[-2000:]
     assert len((tmp_path / "attempts.txt").read_text().split()) >= 2  # requeued: the function ran again
     assert summary["finished"] and summary["steps"] == 6
-    expected, actual = _weights(tmp_path / "uninterrupted" / "final.pt"), _weights(tmp_path / "requeued" / "final.pt")
+    expected = checkpoint_tensors(tmp_path / "uninterrupted" / "final.pt")
+    actual = checkpoint_tensors(tmp_path / "requeued" / "final.pt")
     assert expected.keys() == actual.keys()
     assert [k for k in expected if not torch.equal(expected[k], actual[k])] == []
