@@ -156,6 +156,22 @@ def test_failure_rate_is_judged_on_the_shards_of_this_run(tmp_path):
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == before  # restored
 
 
+def test_a_resume_smaller_than_min_checked_is_judged_with_the_kept_shards(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for shard in ("00000", "00001"):
+        (images / f"{shard}_stats.json").write_text(json.dumps(_stats(10)))
+    _plan(tmp_path, {"00002": _stats(1, {"<urlopen error timed out>": 1})})
+    # The one URL this run tried failed (100%), but 1 of 21 is within the limit.
+    summary = scrape(tmp_path / "urls", images, ("c",), _cfg(tmp_path, min_checked=5), tmp_path / "log")
+    assert summary.count == 21 and summary.successes == 20
+
+    (images / "00000_stats.json").write_text(json.dumps(_stats(10, {"HTTP Error 404: Not Found": 10})))
+    (images / "00002_stats.json").unlink()
+    with pytest.raises(DownloadError, match=r"11 of the 21 image downloads of this run and the shards kept"):
+        scrape(tmp_path / "urls", images, ("c",), _cfg(tmp_path, min_checked=5), tmp_path / "log")
+
+
 def test_stop_moves_network_failures_aside_and_a_rerun_fetches_them(tmp_path):
     images = tmp_path / "images"
     _plan(tmp_path, {"00000": _stats(10), "00001": _stats(10, {"<urlopen error timed out>": 10}),

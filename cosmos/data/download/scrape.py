@@ -6,8 +6,9 @@ own process group, driven by a small script and a JSON of keyword arguments. `in
 "incremental"` makes a re-run skip every shard that has its `NNNNN_stats.json` (written after the tar is
 closed) and redo the others from the same rows, so an interrupted run resumes without loss or duplicates.
 While it runs, the stats of the shards finished *by this run* are read every `poll_seconds`; once
-`min_checked` of their URLs were tried and more than `max_failed_fraction` of them failed (or at the end,
-whatever their number), the run is stopped with a report by reason. Shards of this run that failed above
+`min_checked` of their URLs were tried and more than `max_failed_fraction` of them failed, the run is
+stopped with a report by reason. At the end the same limit applies to this run's shards, or, if it tried
+fewer than `min_checked` URLs (a resume that redid a shard or two), to every shard in the folder. Shards of this run that failed above
 that limit mostly by timeouts or connection errors are then moved aside into `images/failed-<time>/`,
 so that the next run fetches them again instead of skipping them. SIGTERM and SIGHUP stop img2dataset too.
 """
@@ -188,14 +189,15 @@ def _move_aside_network_failures(images_dir: Path, summary: ScrapeSummary,
     return moved, folder
 
 
-def _too_many_failures(summary: ScrapeSummary, images_dir: Path, cfg: DownloadConfig) -> DownloadError:
-    """The error for a run whose own shards (`summary`) failed too often, after moving aside the shards a
-    better network would fix."""
+def _too_many_failures(summary: ScrapeSummary, images_dir: Path, cfg: DownloadConfig,
+                       scope: str = "this run") -> DownloadError:
+    """The error for shards (`summary`, those of `scope`) that failed too often, after moving aside the
+    shards a better network would fix."""
     moved, folder = _move_aside_network_failures(images_dir, summary, cfg)
     retry = (f"Moved the {len(moved)} shard(s) {moved} that failed mostly by timeouts or connection errors to "
              f"{folder}, so that the next run fetches them again. " if moved else "")
     err = DownloadError(
-        f"{images_dir}: {summary.count - summary.successes} of the {summary.count} image downloads of this run "
+        f"{images_dir}: {summary.count - summary.successes} of the {summary.count} image downloads of {scope} "
         f"failed ({summary.failed_fraction:.1%} > data.download.max_failed_fraction="
         f"{cfg.max_failed_fraction:.1%}); by reason {dict(summary.reasons.most_common())}; most frequent "
         f"messages {dict(summary.messages.most_common(3))}. {retry}Check the network and the url "
@@ -239,7 +241,14 @@ def scrape(url_dir: str | Path, images_dir: str | Path, columns: tuple[str, ...]
     if returncode != 0:
         tail = log_path.read_text(errors="replace")[-2000:]
         raise DownloadError(f"img2dataset exited with status {returncode} (log {log_path}); last lines:\n{tail}")
+    # A run that tried fewer than `min_checked` URLs (typically a resume that only redid a shard or two)
+    # is too small to judge alone: one dead URL in a one-row shard is 100%. It is judged with the shards
+    # kept from earlier runs, which for a fresh run is the same set.
     this_run = read_shard_stats(images_dir, exclude=earlier)
-    if this_run.count and _too_many(this_run, cfg):
-        raise _too_many_failures(this_run, images_dir, cfg)
+    if this_run.count >= cfg.min_checked:
+        judged, scope = this_run, "this run"
+    else:
+        judged, scope = read_shard_stats(images_dir), "this run and the shards kept from earlier runs"
+    if judged.count and _too_many(judged, cfg):
+        raise _too_many_failures(judged, images_dir, cfg, scope)
     return read_shard_stats(images_dir)
