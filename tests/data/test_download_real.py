@@ -70,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = self.path.lstrip("/")
         type(self).hits[name] += 1
         if name == "hang.jpg":
-            time.sleep(3)  # longer than the 1 s timeout
+            time.sleep(6)  # longer than the 2 s timeout, which leaves a loaded machine room for the good images
         time.sleep(self.delay)
         data = self.files.get(name)
         if data is None:
@@ -137,7 +137,7 @@ def _write_dreamlip_csv(path: Path, base: str, ids: range | list[int] = range(GO
 
 def _cfg(work: Path, **overrides) -> DownloadConfig:
     settings = dict(work_dir=str(work), rows_per_part=7, image_size=32, resize_mode="keep_ratio",
-                    samples_per_tar=4, processes_count=1, thread_count=4, timeout=1, retries=0,
+                    samples_per_tar=4, processes_count=1, thread_count=4, timeout=2, retries=0,
                     max_failed_fraction=0.6, min_checked=1000, max_table_bad_fraction=0.2, poll_seconds=0.2)
     return DownloadConfig(**(settings | overrides))
 
@@ -342,7 +342,7 @@ def test_download_and_shard_stages_run_on_real_data_config(server, tmp_path):
     _write_dreamlip_csv(tables / "cc3m_3long_3short_1raw_captions_url.csv", server)
     overrides = ["data=cc3m_recap", f"data.root={tmp_path / 'data'}",
                  f"data.sources.cc3m_recap.local_path={tables}", "data.download.samples_per_tar=4",
-                 "data.download.processes_count=1", "data.download.thread_count=4", "data.download.timeout=1",
+                 "data.download.processes_count=1", "data.download.thread_count=4", "data.download.timeout=2",
                  "data.download.retries=0", "data.download.max_failed_fraction=0.6", "data.download.image_size=32",
                  "data.download.max_table_bad_fraction=0.2",
                  "data.download.poll_seconds=0.2", "data.shard.samples_per_shard=3", "data.shard.min_shards=4",
