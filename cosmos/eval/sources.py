@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from cosmos.augment.multicrop import eval_transform
+from cosmos.io.hub import describe_hub_error, hub_error_hint
 from cosmos.models import CheckpointError, build_model, load_checkpoint_file, load_cosmos_weights
 from cosmos.models.configs import COSMOS_MODEL_CONFIGS
 from cosmos.text.tokenizer import build_tokenizer
@@ -94,9 +95,8 @@ def fetch_release(filename: str, repo: str = HF_REPO, cache_dir: str | None = No
         return Path(hf_hub_download(repo_id=repo, filename=filename, cache_dir=cache_dir))
     except Exception as err:  # offline, unknown file, auth: all end the same way for the user
         raise RuntimeError(
-            f"could not fetch {filename} from the Hugging Face repo {repo} ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); on an offline machine download it elsewhere "
-            "and pass the local path"
+            f"could not fetch {filename} from the Hugging Face repo {repo} ({describe_hub_error(err)}). "
+            f"Fix: {hub_error_hint(err)}; on an offline machine download it elsewhere and pass the local path"
         ) from err
 
 

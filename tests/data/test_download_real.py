@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -295,12 +296,19 @@ def test_pixelprose_parquet_downloads_and_shards_with_string_captions(server, tm
 
 
 def test_annotations_come_from_the_hub_with_allow_patterns(tmp_path, monkeypatch):
-    """The Hub path: snapshot_download with the repo, revision and file patterns of the config."""
+    """The Hub path with the repo, revision and file patterns of the config: the revision is resolved to
+    a commit, then snapshot_download fetches at that commit (tests/data/test_hub_loopback.py runs the real
+    client against a loopback Hub)."""
     import huggingface_hub
 
     from cosmos.data.download.annotations import fetch_annotations
 
-    calls = []
+    calls, commit = [], "c0ffee" * 6 + "abcd"
+
+    class FakeApi:
+        def repo_info(self, **kwargs):
+            calls.append(kwargs)
+            return SimpleNamespace(sha=commit)
 
     def fake_snapshot_download(**kwargs):
         calls.append(kwargs)
@@ -311,13 +319,15 @@ def test_annotations_come_from_the_hub_with_allow_patterns(tmp_path, monkeypatch
         return str(folder)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     params = yaml.safe_load(compose_params(["data=cc3m_recap"]))
     source = web_sources(params["data"])["cc3m_recap"]
     files = fetch_annotations(source, tmp_path / "annotations")
     assert [f.name for f in files] == ["cc3m_3long_3short_1raw_captions_url.csv"]
-    assert calls == [{"repo_id": "qidouxiong619/dreamlip_long_captions", "repo_type": "dataset",
-                      "revision": "main", "allow_patterns": ["cc3m_3long_3short_1raw_captions_url.csv"],
-                      "local_dir": str(tmp_path / "annotations")}]
+    repo = {"repo_id": "qidouxiong619/dreamlip_long_captions", "repo_type": "dataset"}
+    assert calls == [repo | {"revision": "main"},
+                     repo | {"revision": commit, "allow_patterns": ["cc3m_3long_3short_1raw_captions_url.csv"],
+                             "local_dir": str(tmp_path / "annotations")}]
 
 
 @pytest.mark.parametrize("name", ["cc3m_recap", "cc12m_recap", "yfcc15m_recap", "merged30m", "pixelprose"])
