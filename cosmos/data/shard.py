@@ -19,7 +19,6 @@ shards (dataloader workers x ranks) come out. Output appears atomically.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tarfile
@@ -31,7 +30,7 @@ from typing import Any
 
 import webdataset as wds
 
-from cosmos.data.captions import CaptionError, CaptionFormat, caption_record, read_caption_table
+from cosmos.data.captions import CaptionError, CaptionFormat, caption_record, read_caption_table, url_digest
 from cosmos.data.formats.dreamlip import DREAMLIP, DREAMLIP_COLUMNS, URL_COLUMN
 from cosmos.data.images import BadImageError, to_jpeg_bytes
 from cosmos.io.atomic import atomic_dir, atomic_write_json
@@ -143,7 +142,7 @@ def _clean_sample(key: str, parts: dict[str, bytes], lookup: Lookup, fmt: Captio
     except BadImageError as err:
         stats.skip(key, "corrupt_image", str(err))
         return None
-    digest = int.from_bytes(hashlib.blake2b(url.encode("utf-8", "replace"), digest_size=8).digest(), "big")
+    digest = url_digest(url)
     if digest in seen_urls:  # the same image listed twice (e.g. in two sources of Merged-30M)
         stats.duplicates += 1
         return None
@@ -280,10 +279,6 @@ def shard_dataset(
 ) -> dict:
     """One folder of img2dataset tars + a caption table joined by URL (the synthetic benchmark's layout)
     -> training shards under `out_dir`; returns the manifest."""
-    if samples_per_shard < 1:
-        raise ValueError(f"data.shard.samples_per_shard={samples_per_shard} must be >= 1")
-    if not 0.0 <= max_bad_fraction < 1.0:
-        raise ValueError(f"data.shard.max_bad_fraction={max_bad_fraction} must lie in [0, 1)")
     fmt = DREAMLIP
     if url_column != DREAMLIP.url_column or tuple(fields) != DREAMLIP_COLUMNS:
         fmt = CaptionFormat("table", url_column, tuple((f, f) for f in fields), presplit=True)

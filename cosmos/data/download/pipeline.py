@@ -13,7 +13,7 @@ from cosmos.data.download.annotations import fetch_annotations
 from cosmos.data.download.config import REPORT, DownloadConfig, SourceConfig
 from cosmos.data.download.guard import (DownloadError, check_fingerprint, exclusive_lock, settings_fingerprint,
                                        url_parts_fingerprint, write_fingerprint)
-from cosmos.data.download.scrape import ScrapeSummary, img2dataset_kwargs, scrape
+from cosmos.data.download.scrape import ScrapeSummary, finished_shards, img2dataset_kwargs, scrape
 from cosmos.data.download.urllist import build_url_list, reusable_tables, url_list_identity
 from cosmos.io.atomic import atomic_dir, atomic_write_json
 
@@ -65,9 +65,8 @@ def _download_source(name: str, source: SourceConfig, cfg: DownloadConfig, work:
 def _link_tree(src: Path, dst: Path) -> None:
     """Hard-link (copy across filesystems) the finished shards of `src` into `dst`."""
     dst.mkdir(parents=True, exist_ok=True)
-    for stats in sorted(src.glob("*_stats.json")):
-        shard = stats.name.split("_")[0]
-        for path in (src / f"{shard}.tar", src / f"{shard}.parquet", stats):
+    for shard in sorted(finished_shards(src)):
+        for path in (src / f"{shard}.tar", src / f"{shard}.parquet", src / f"{shard}_stats.json"):
             if not path.exists():
                 continue
             try:

@@ -244,11 +244,11 @@ def scrape(url_dir: str | Path, images_dir: str | Path, columns: tuple[str, ...]
     # A run that tried fewer than `min_checked` URLs (typically a resume that only redid a shard or two)
     # is too small to judge alone: one dead URL in a one-row shard is 100%. It is judged with the shards
     # kept from earlier runs, which for a fresh run is the same set.
-    this_run = read_shard_stats(images_dir, exclude=earlier)
+    this_run, everything = read_shard_stats(images_dir, exclude=earlier), read_shard_stats(images_dir)
     if this_run.count >= cfg.min_checked:
         judged, scope = this_run, "this run"
     else:
-        judged, scope = read_shard_stats(images_dir), "this run and the shards kept from earlier runs"
+        judged, scope = everything, "this run and the shards kept from earlier runs"
     if judged.count and _too_many(judged, cfg):
         raise _too_many_failures(judged, images_dir, cfg, scope)
-    return read_shard_stats(images_dir)
+    return everything

@@ -12,7 +12,6 @@ lets a re-run reuse them; the img2dataset keys (= row positions) stay valid only
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cosmos.data.captions import CaptionFormat, check_caption_row, iter_table_rows, utf8_or_none
+from cosmos.data.captions import CaptionFormat, check_caption_row, iter_table_rows, url_digest, utf8_or_none
 from cosmos.io.atomic import atomic_dir, atomic_write_json
 from cosmos.io.checksum import file_sha256
 
@@ -57,7 +56,7 @@ def _clean_rows(tables: list[Path], fmt: CaptionFormat, counts: Counter) -> Iter
             if reason is not None:  # before the duplicate check: an unusable row must not hide a usable one
                 counts[reason] += 1
                 continue
-            digest = int.from_bytes(hashlib.blake2b(url.encode(), digest_size=8).digest(), "big")
+            digest = url_digest(url)
             if digest in seen:
                 counts["duplicate_url"] += 1
                 continue

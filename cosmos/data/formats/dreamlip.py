@@ -30,10 +30,3 @@ DREAMLIP = CaptionFormat(
     columns=tuple((c, c) for c in DREAMLIP_COLUMNS),
     presplit=True,
 )
-
-HF_REPO = "qidouxiong619/dreamlip_long_captions"
-HF_FILES = {
-    "cc3m": "cc3m_3long_3short_1raw_captions_url.csv",
-    "cc12m": "cc12m_3long_3short_1raw_captions_url.csv",
-    "yfcc15m": "yfcc15m_3long_3short_1raw_captions_url.csv",
-}

@@ -20,11 +20,3 @@ PIXELPROSE = CaptionFormat(
     columns=((ALT_COLUMN, "original_caption"), (VLM_COLUMN, "caption")),
     presplit=False,
 )
-
-HF_REPO = "tomg-group-umd/pixelprose"
-HF_PATTERNS = {
-    "all": "data/vlm_captions_*.parquet",
-    "cc12m": "data/vlm_captions_cc12m_*.parquet",
-    "common-pool": "data/vlm_captions_common-pool_*.parquet",
-    "redcaps": "data/vlm_captions_redcaps_*.parquet",
-}
