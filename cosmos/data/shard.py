@@ -90,8 +90,15 @@ class ShardStats:
         return self.written + sum(self.skipped.values())
 
 
-def iter_raw_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Group the members of one img2dataset tar by key; a truncated tar ends the shard, it does not crash."""
+TAR_ERROR = "__tar_error__"
+
+
+def iter_raw_samples(tar_path: Path) -> Iterator[tuple[str | None, dict[str, bytes]]]:
+    """Group the members of one img2dataset tar by key; a truncated tar ends the shard, it does not crash.
+
+    A read error yields the key being read (or None, when the cut came before any member) with the
+    error under `TAR_ERROR`; the caller counts what the cut lost with :func:`lost_to_truncation`.
+    """
     current, parts = None, {}
     try:
         with tarfile.open(tar_path, "r") as tf:
@@ -106,9 +113,21 @@ def iter_raw_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
                 current = key
                 parts[ext.lower()] = tf.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as err:
-        parts["__tar_error__"] = str(err).encode()
-    if current is not None:
+        parts[TAR_ERROR] = str(err).encode()
+    if current is not None or TAR_ERROR in parts:
         yield current, parts
+
+
+def lost_to_truncation(tar_path: Path, complete: int) -> int:
+    """Samples a truncated tar lost: the successes img2dataset recorded in `<shard>_stats.json` for it,
+    less the `complete` samples read before the cut; at least 1 (the sample being read), and exactly 1
+    when no stats file says more, so a cut tar is never counted as smaller than it is."""
+    stats_path = tar_path.with_name(f"{tar_path.stem}_stats.json")
+    try:
+        expected = int(json.loads(stats_path.read_text())["successes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1
+    return max(1, expected - complete)
 
 
 Lookup = Callable[[str, Mapping[str, Any]], "Mapping[str, Any] | None"]
@@ -220,11 +239,17 @@ def shard_sources(sources: list[ShardSource], out_dir: str | Path, cfg: ShardCon
     def clean() -> Iterator[dict]:
         for source, tars, lookup, _ in inputs:
             for tar in tars:
+                complete = 0
                 for key, parts in iter_raw_samples(tar):
                     out_key = key if source.name is None else f"{source.name}_{key}"
-                    if "__tar_error__" in parts:
-                        stats.skip(f"{tar.name}:{out_key}", "truncated_tar", parts["__tar_error__"].decode())
+                    if TAR_ERROR in parts:
+                        detail = parts[TAR_ERROR].decode()
+                        # every member after the cut is unreadable: count each lost sample, so that
+                        # max_bad_fraction judges the real loss, not one sample per broken tar
+                        for _ in range(lost_to_truncation(tar, complete)):
+                            stats.skip(f"{tar.name}:{out_key}", "truncated_tar", detail)
                         continue
+                    complete += 1
                     sample = _clean_sample(out_key, parts, lookup, fmt, stats, seen_urls)
                     if sample is not None:
                         stats.written += 1

@@ -98,6 +98,37 @@ class CheckpointDir:
             old.unlink(missing_ok=True)
         return path
 
+    def sweep_debris(self) -> list[str]:
+        """Delete the temp files of writes that a kill interrupted (``.step-*.pt.*.tmp``); returns their names.
+
+        Only the main rank calls it, before training, so no write of this run can be in flight.
+        """
+        if not self.folder.is_dir():
+            return []
+        debris = sorted(p for p in self.folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))
+        for path in debris:
+            path.unlink(missing_ok=True)
+        return [p.name for p in debris]
+
+    def discard_stale(self, fingerprint: str) -> list[str]:
+        """Before a stage (re-)runs: keep only the unfinished checkpoints of this config; returns what went.
+
+        A stage re-runs when its code, data or params changed, so ``final.pt`` and checkpoints of another
+        config (fingerprint) are stale; a killed run's ``step-*.pt`` of the same config are what it resumes
+        from. Unreadable files are left for :meth:`load_latest`, which falls back past them.
+        """
+        gone = self.sweep_debris()
+        for path in self.paths():
+            if path.name != FINAL:
+                try:
+                    if load_checkpoint_file(path).get("fingerprint") == fingerprint:
+                        continue
+                except Exception:  # noqa: BLE001 - judged, and reported, by load_latest
+                    continue
+            path.unlink(missing_ok=True)
+            gone.append(path.name)
+        return gone
+
     def latest(self) -> Path | None:
         paths = self.paths()
         return paths[-1] if paths else None

@@ -60,6 +60,15 @@ def _schedules(optim: OptimConfig, switches: DistillSwitches, total: int) -> tup
     return lr, schedules.constant(switches.momentum, total)
 
 
+def run_fingerprint(*, seed: int, model: ModelConfig, optim: OptimConfig, train: TrainConfig,
+                    switches: DistillSwitches) -> str:
+    """The hash of what shapes the numbers; resume, logging and checkpoint cadence may change between restarts."""
+    shaping = {"seed": seed, "model": asdict(model), "optim": asdict(optim), "distill": asdict(switches),
+               **{k: v for k, v in asdict(train).items()
+                  if k not in ("resume", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "device")}}
+    return config_fingerprint(shaping)
+
+
 def build_trainer(*, out_dir: str | Path, shard_dir: str | Path, seed: int, model: ModelConfig, optim: OptimConfig,
                   train: TrainConfig, switches: DistillSwitches, world: World = World()) -> Trainer:
     """Everything of one run, resumed per ``train.resume``; ``out_dir`` holds its checkpoints."""
@@ -76,10 +85,6 @@ def build_trainer(*, out_dir: str | Path, shard_dir: str | Path, seed: int, mode
         shuffle_initial=train.shuffle_initial,
     )
     lr, momentum = _schedules(optim, switches, train.epochs * loader.batches_per_epoch)
-    # What shapes the numbers; resume, logging and checkpoint cadence may change between restarts.
-    shaping = {"seed": seed, "model": asdict(model), "optim": asdict(optim), "distill": asdict(switches),
-               **{k: v for k, v in asdict(train).items()
-                  if k not in ("resume", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "device")}}
     trainer = Trainer(
         student=wrap_ddp(student, world, device, find_unused_parameters=not _uses_every_parameter(switches)),
         teacher=teacher, objective=Objective(switches).to(device),
@@ -89,8 +94,10 @@ def build_trainer(*, out_dir: str | Path, shard_dir: str | Path, seed: int, mode
         name=f"{switches.method}-{model.name}",
         checkpoints=CheckpointDir(out_dir, keep=train.keep_checkpoints) if world.is_main else None,
         checkpoint_every=train.checkpoint_every, max_steps=train.max_steps, log_every=train.log_every,
-        fingerprint=config_fingerprint(shaping),
+        fingerprint=run_fingerprint(seed=seed, model=model, optim=optim, train=train, switches=switches),
     )
+    if world.is_main:
+        CheckpointDir(out_dir).sweep_debris()
     _resume(trainer, train.resume, CheckpointDir(out_dir))
     return trainer
 
@@ -107,6 +114,7 @@ def _resume(trainer: Trainer, resume: str, folder: CheckpointDir) -> None:
         found = folder.load_latest(trainer.fingerprint)
         if found is not None:
             trainer.load(found[1])
+            print(f"pretrain: resumed from {found[0].name} at step {trainer.position.step}", flush=True)
         return
     trainer.load(load_checkpoint_file(resume))
 
@@ -189,13 +197,24 @@ def run_pretrain(params: dict[str, Any], out_dir: str, live_dir: str, shard_dir:
 def launch_pretrain(params: dict[str, Any], out: str | Path, shard_dir: str | Path) -> dict[str, Any]:
     """Validate, then run :func:`run_pretrain` with the configured launcher into ``out``/{checkpoints,live,submitit}.
 
-    Paths are made absolute because queued experiments and submitit jobs run in other folders. Raises when
+    With ``train.resume=auto`` the checkpoints folder is first cleared of everything but the unfinished
+    checkpoints of this very config (:meth:`CheckpointDir.discard_stale`): the stage's outs are
+    ``persist: true`` in dvc.yaml, so a killed ``dvc repro`` resumes exactly, while a changed config or
+    code trains anew. Paths are made absolute because queued experiments and submitit jobs run in other
+    folders. Raises when
     the run stopped early (``train.max_steps``), so a stage never records partial outputs as finished.
     """
     from cosmos.training.launch import launch
 
     sections = parse_sections(params)  # fail on a bad config before any work
     out = Path(out)
+    if sections["train"].resume == "auto":  # DVC keeps the folder (persist), so a killed stage resumes
+        fingerprint = run_fingerprint(seed=params["seed"], model=sections["model"], optim=sections["optim"],
+                                      train=sections["train"], switches=sections["switches"])
+        gone = CheckpointDir(out / "checkpoints").discard_stale(fingerprint)
+        if gone:
+            print(f"pretrain: removed stale {', '.join(gone)} from {out / 'checkpoints'} (another config, a "
+                  "finished run, or an interrupted write)", flush=True)
     kwargs = {"params": params, "out_dir": str((out / "checkpoints").resolve()),
               "live_dir": str((out / "live").resolve()), "shard_dir": str(Path(shard_dir).resolve())}
     summary = launch(run_pretrain, kwargs, sections["launcher"], out / "submitit")

@@ -136,3 +136,41 @@ def test_invalid_shard_parameters(tiny_raw, tmp_path):
         shard_dataset(tiny_raw / "pretrain" / "images", tiny_raw / "pretrain" / "annotations.csv", tmp_path, 0)
     with pytest.raises(ShardError, match="run the download stage"):
         shard_dataset(tmp_path / "nothing", tiny_raw / "pretrain" / "annotations.csv", tmp_path / "o", 10)
+
+
+def _cut_first_tar(pre: Path, stats: bool) -> int:
+    """Truncate the first tar to a third of its bytes; returns how many samples it held."""
+    tar_path = sorted((pre / "images").glob("*.tar"))[0]
+    with tarfile.open(tar_path) as tf:
+        held = len({Path(m.name).name.split(".")[0] for m in tf if m.isfile()})
+    data = tar_path.read_bytes()
+    tar_path.write_bytes(data[: len(data) // 3])
+    if stats:
+        (tar_path.parent / f"{tar_path.stem}_stats.json").write_text(json.dumps({"successes": held}))
+    return held
+
+
+@pytest.mark.parametrize("stats", [True, False])
+def test_truncated_tar_counts_every_lost_sample(tiny_raw, tmp_path, stats):
+    """Every sample after the cut is bad, not only the one being read: max_bad_fraction judges the real loss."""
+    pre = _corrupt(tiny_raw, tmp_path)
+    total = sum(1 for _ in open(pre / "annotations.csv", encoding="utf-8")) - 1
+    held = _cut_first_tar(pre, stats)
+    manifest = shard_dataset(pre / "images", pre / "annotations.csv", tmp_path / "out", 25, max_bad_fraction=0.9)
+    lost = manifest["skipped"]["truncated_tar"]
+    if stats:
+        assert manifest["num_samples"] + lost == total
+    else:  # no stats file: the partial sample at least, never nothing
+        assert lost >= 1 and manifest["num_samples"] + lost <= total
+    assert manifest["num_samples"] >= total - held
+    with pytest.raises(ShardError, match="truncated_tar"):
+        shard_dataset(pre / "images", pre / "annotations.csv", tmp_path / "out2", 25,
+                      max_bad_fraction=(lost - 0.5) / total)
+
+
+def test_tar_cut_before_its_first_member_is_counted(tiny_raw, tmp_path):
+    pre = _corrupt(tiny_raw, tmp_path)
+    tar_path = sorted((pre / "images").glob("*.tar"))[0]
+    tar_path.write_bytes(tar_path.read_bytes()[:100])
+    manifest = shard_dataset(pre / "images", pre / "annotations.csv", tmp_path / "out", 25, max_bad_fraction=0.9)
+    assert manifest["skipped"].get("truncated_tar", 0) >= 1
