@@ -42,6 +42,10 @@ class NonFiniteLossError(RuntimeError):
     """The summed loss is NaN or infinite; the message names the step and every loss term."""
 
 
+_NON_FINITE_FIX = ("the last good checkpoint is kept: lower optim.lr or raise optim.warmup_steps, or use "
+                   "train.precision=fp32 or bf16 if fp16 overflowed, then re-run (train.resume=auto resumes)")
+
+
 def config_fingerprint(config: dict[str, Any]) -> str:
     """A short stable hash of the config that shapes a run (resume refuses another config's checkpoint)."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -106,12 +110,12 @@ class Trainer:
             try:
                 terms = self.objective(self.student, self.teacher, batch, step)
             except FloatingPointError as err:  # the objective's own per-term check
-                raise NonFiniteLossError(f"epoch {self.position.epoch}: {err}") from err
+                raise NonFiniteLossError(f"epoch {self.position.epoch}: {err}; {_NON_FINITE_FIX}") from err
         total = sum(terms.values())
         if not torch.isfinite(total):
             detail = ", ".join(f"{k}={v.item():.6g}" for k, v in terms.items())
             raise NonFiniteLossError(f"non-finite loss at step {step} (epoch {self.position.epoch}): "
-                                     f"loss={total.item():.6g} = {detail}")
+                                     f"loss={total.item():.6g} = {detail}; {_NON_FINITE_FIX}")
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.backward(total)
         optimizer_step = self.precision.step(self.optimizer)

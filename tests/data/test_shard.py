@@ -174,3 +174,10 @@ def test_tar_cut_before_its_first_member_is_counted(tiny_raw, tmp_path):
     tar_path.write_bytes(tar_path.read_bytes()[:100])
     manifest = shard_dataset(pre / "images", pre / "annotations.csv", tmp_path / "out", 25, max_bad_fraction=0.9)
     assert manifest["skipped"].get("truncated_tar", 0) >= 1
+
+
+def test_shard_output_has_ordinary_permissions(tiny_shards, tmp_path):
+    """The atomically swapped-in folder is made by mkdtemp (0700); it must read like any folder the umask makes."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert (tiny_shards.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
