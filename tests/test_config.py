@@ -50,3 +50,20 @@ def test_unknown_key_is_named():
     params = yaml.safe_load(compose_params(["data.sizes.train=0"]))
     with pytest.raises(ValueError, match="data.sizes.train=0"):
         split_sizes(params["data"])
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model=nonexistent", "compose failed: no option 'nonexistent' in config group 'model': use one of "
+                          "cosmos-small, cosmos-tiny, vit-b-16 (files under conf/model/). Nothing was written."),
+    ("train.batchsize=8", "compose failed: unknown key 'train.batchsize': check its spelling against conf/; "
+                          "keys of train: batch_size,"),
+])
+def test_a_bad_override_is_one_line_naming_the_fix(override, expected, tmp_path):
+    from cosmos.config.compose import main
+
+    out = tmp_path / "params.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main([override, "--out", str(out)])
+    message = str(exit_info.value.code)
+    assert "\n" not in message and message.startswith(expected)
+    assert not out.exists()
