@@ -66,8 +66,12 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def _unpickler_detail(err: Exception) -> str:
     # torch's message is a page of advice; the one line naming the offending global is what helps.
+    # torch <= 2.5 prefixes it "WeightsUnpickler error:"; later releases put it in a paragraph of its own
+    # ("Trying to load unsupported GLOBAL posix.system ...") between the advice paragraphs.
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    detail = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0] if lines else "")
+    advice = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    detail = next((ln for ln in lines if "WeightsUnpickler error" in ln),
+                  next((ln for ln in lines if not ln.startswith(advice)), lines[0] if lines else ""))
     return detail.replace("WeightsUnpickler error: ", "").split(" Please use")[0].rstrip(".")
 
 

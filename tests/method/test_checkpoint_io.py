@@ -108,3 +108,25 @@ def test_open_clip_layout_is_rejected_with_hint():
 def test_strip_module_prefix_only_strips_leading_prefix():
     stripped = strip_module_prefix({"module.visual.proj": 1, "visual.module.x": 2})
     assert list(stripped) == ["visual.proj", "visual.module.x"]
+
+
+class _Marker:
+    """Unpickling this would create a marker file: the refusal must happen before any of it runs."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_never_runs_and_the_refusal_is_short(tmp_path):
+    marker, path = tmp_path / "PWNED", tmp_path / "evil.pt"
+    torch.save({"student": _Marker(str(marker))}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint_file(path)
+    message = str(err.value)
+    assert not marker.exists()
+    assert "\n" not in message and "system" in message and "In PyTorch 2.6" not in message
