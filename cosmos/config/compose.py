@@ -44,7 +44,7 @@ def explain_composition_error(err: Exception, config_dir: str | Path | None = No
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         key = unknown.group(1)
-        parent, _, leaf = key.rpartition(".")
+        parent = key.rpartition(".")[0]
         known = _keys_under(parent, config_dir)
         hint = f"; keys of {parent or 'the config'}: {', '.join(known)}" if known else ""
         return f"unknown key {key!r}: check its spelling against conf/{hint}"

@@ -120,8 +120,9 @@ class CheckpointDir:
         gone = self.sweep_debris()
         for path in self.paths():
             if path.name != FINAL:
-                try:
-                    if load_checkpoint_file(path).get("fingerprint") == fingerprint:
+                try:  # mmap: only the fingerprint is read, not gigabytes of tensors (load_latest reads them)
+                    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                    if ckpt.get("fingerprint") == fingerprint:
                         continue
                 except Exception:  # noqa: BLE001 - judged, and reported, by load_latest
                     continue

@@ -201,8 +201,8 @@ def launch_pretrain(params: dict[str, Any], out: str | Path, shard_dir: str | Pa
     checkpoints of this very config (:meth:`CheckpointDir.discard_stale`): the stage's outs are
     ``persist: true`` in dvc.yaml, so a killed ``dvc repro`` resumes exactly, while a changed config or
     code trains anew. Paths are made absolute because queued experiments and submitit jobs run in other
-    folders. Raises when
-    the run stopped early (``train.max_steps``), so a stage never records partial outputs as finished.
+    folders. Raises when the run stopped early (``train.max_steps``), so a stage never records partial
+    outputs as finished.
     """
     from cosmos.training.launch import launch
 
