@@ -1,0 +1,320 @@
+"""COSMOS training step of this project against the reference implementation, side by side (a script, not a test).
+
+The reference is ExplainableML/cosmos (an OpenCLIP fork). The user points ``--reference-src`` at a checkout;
+its ``src/`` is put first on ``sys.path`` of the reference's child processes, so the fork's own ``open_clip``
+shadows the pip package there, and its own ``training.train.train_one_epoch`` runs the steps. Nothing of the
+reference is copied into this project: it is imported from the user's checkout at run time.
+
+Configuration (issue 12): ViT with width 384, 6 layers, heads of 64, patch 16, 224 px; text width 256,
+6 layers, 4 heads, context 77; E = 256; batch 8; 2 global crops of 224 + 6 local crops of 96 px; 8 captions
+(2 global + 6 local); COSMOS loss with cross-attention, EMA teacher (momentum 0.95, before the optimizer
+step, as the reference does), AdamW (lr 5e-4, betas (0.9, 0.98), wd 0.5 on the reference's groups).
+
+Protocol:
+
+- every measurement is its own child process (so its peak RSS is its own), run A B A B: in each round the
+  project, then the reference, for each precision;
+- a child builds the student with ``torch.manual_seed(0)``; the project's child writes that initial state
+  dict to a file the reference's child loads (strict), so both start from identical weights and see the
+  identical synthetic batch every step;
+- a child runs 1 warm-up step and ``--steps`` timed steps and reports its median s/step, the loss terms of
+  its first two steps (before and after one optimizer + EMA update) and its peak RSS;
+- the summary prints, per precision, the median s/step of each implementation over the rounds, the
+  throughput ratio (reference s/step / project s/step, per round and its median), the peak RSS, and the
+  max-abs difference of the loss between the two at step 0 and at step 1.
+
+Autocast: the fork's ``get_autocast('amp_bf16')`` is ``torch.cuda.amp.autocast``, which does nothing to CPU
+tensors. On CPU the reference's child therefore swaps it for ``torch.autocast('cpu', bfloat16)``, the same
+context the project uses, so ``bf16`` means bf16 autocast for both. ``fp32`` is the fork's ``--precision fp32``.
+
+Usage::
+
+    python benchmarks/side_by_side.py --reference-src ../cosmos-ref --rounds 3 --steps 3
+    python benchmarks/side_by_side.py              # the project alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRECISIONS = ("fp32", "bf16")
+EOT_ID = 49407
+GLOBAL_CROPS, LOCAL_CROPS, GLOBAL_CAPTIONS, LOCAL_CAPTIONS = 2, 6, 2, 6
+MOMENTUM, LR, WD, BETAS, EPS = 0.95, 5e-4, 0.5, (0.9, 0.98), 1e-8
+
+MODEL_CONFIG: dict[str, Any] = {
+    "embed_dim": 256,
+    "vision_cfg": {"image_size": 224, "patch_size": 16, "width": 384, "layers": 6, "head_width": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 256, "heads": 4, "layers": 6},
+}
+
+
+def synthetic_batch(batch: int, context: int = 77) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Crops ``[B, 3, S, S]`` (2 x 224 then 6 x 96) and caption-major ids ``[8B, ctx]``.
+
+    Global captions (the first 2B rows) are 20-76 tokens long, local ones (one sentence) 8-24, each ending in
+    EOT and zero-padded, like tokenized text crops.
+    """
+    g = torch.Generator().manual_seed(0)
+    sizes = [224] * GLOBAL_CROPS + [96] * LOCAL_CROPS
+    images = [torch.randn(batch, 3, s, s, generator=g) for s in sizes]
+    rows = (GLOBAL_CAPTIONS + LOCAL_CAPTIONS) * batch
+    lengths = torch.cat([torch.randint(20, context, (GLOBAL_CAPTIONS * batch,), generator=g),
+                         torch.randint(8, 25, (LOCAL_CAPTIONS * batch,), generator=g)])
+    texts = torch.randint(1, EOT_ID, (rows, context), generator=g)
+    texts[torch.arange(rows), lengths] = EOT_ID
+    texts[torch.arange(context)[None, :] > lengths[:, None]] = 0
+    return images, texts
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _result(step_times: list[float], losses: list[dict[str, float]], batch: int) -> dict[str, Any]:
+    timed = step_times[1:]  # the first step is the warm-up
+    median = statistics.median(timed)
+    return {"s_per_step": median, "step_times": timed, "samples_per_s": batch / median,
+            "losses": losses[:2], "peak_rss_mib": _peak_rss_mib()}
+
+
+# ------------------------------------------------------------------------------------------ project
+
+
+def run_project(precision: str, steps: int, batch: int, init: Path, switch_overrides: dict[str, Any]) -> dict[str, Any]:
+    """The project's ``Trainer.train_step`` at :data:`MODEL_CONFIG`; writes its initial weights to ``init``."""
+    import numpy as np
+
+    from cosmos.method import DistillSwitches, Objective, build_student
+    from cosmos.teacher.ema import EMATeacher
+    from cosmos.training.loop import Trainer
+    from cosmos.training.optim import build_optimizer
+    from cosmos.training.precision import Precision
+    import yaml
+
+    section = yaml.safe_load((REPO_ROOT / "conf" / "distill" / "cosmos.yaml").read_text())
+    switches = DistillSwitches.from_params(section).replace(
+        global_crop_size=224, local_crop_size=96, momentum=MOMENTUM, **switch_overrides)
+    torch.manual_seed(0)
+    student = build_student(copy.deepcopy(MODEL_CONFIG), switches)
+    if not init.exists():
+        torch.save(student.state_dict(), init)
+    total = steps + 1
+    trainer = Trainer(
+        student=student, teacher=EMATeacher(student), objective=Objective(switches),
+        loader=SimpleNamespace(batches_per_epoch=total, batch=batch, world=1),
+        optimizer=build_optimizer(student, lr=LR, weight_decay=WD, betas=BETAS, eps=EPS),
+        precision=Precision(precision, torch.device("cpu")), lr=np.full(total, LR),
+        momentum=np.full(total, MOMENTUM), placement="reference", epochs=1, name="cosmos",
+    )
+    images, texts = synthetic_batch(batch)
+    data = {"images": images, "texts": texts}
+    times, losses = [], []
+    for _ in range(total):
+        start = time.perf_counter()
+        terms = trainer.train_step(data)
+        times.append(time.perf_counter() - start)
+        trainer.position.step += 1
+        losses.append(terms)
+    return _result(times, losses, batch)
+
+
+# ---------------------------------------------------------------------------------------- reference
+
+
+class _Loader:
+    """The slice of the fork's ``DataInfo`` that ``train_one_epoch`` reads: the same batch ``n`` times."""
+
+    def __init__(self, batch: tuple[list[torch.Tensor], torch.Tensor], n: int, batch_size: int):
+        self.dataloader = self
+        self.num_batches, self.num_samples, self._batch = n, n * batch_size, batch
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self):
+        return iter([self._batch] * self.num_batches)
+
+
+def _reference_args(precision: str, batch: int) -> SimpleNamespace:
+    """The ``args`` fields the fork's ``train_one_epoch`` reads, set as its COSMOS training scripts set them."""
+    return SimpleNamespace(
+        device="cpu", precision={"fp32": "fp32", "bf16": "amp_bf16"}[precision], accum_freq=1,
+        use_imagecrop_aug=True, num_sampled_captions=GLOBAL_CAPTIONS + LOCAL_CAPTIONS,
+        global_crops_number=GLOBAL_CROPS, local_crops_number=LOCAL_CROPS, distill=False, cosmos=True,
+        skip_scheduler=False, fix_momentum=True, momentum_teacher=MOMENTUM, horovod=False, grad_clip_norm=None,
+        log_every_n_steps=10**9, batch_size=batch, world_size=1, rank=0, local_rank=0, wandb=False,
+    )
+
+
+def run_reference(src: Path, precision: str, steps: int, batch: int, init: Path) -> dict[str, Any]:
+    """The fork's own model, loss and ``train_one_epoch`` on the project's initial weights and batch."""
+    sys.path.insert(0, str(src / "src"))
+    import open_clip
+    import training.train as ref_train
+
+    if not Path(open_clip.__file__).resolve().is_relative_to((src / "src").resolve()):
+        raise RuntimeError(f"open_clip came from {open_clip.__file__}, not from {src / 'src'}")
+    if precision == "bf16":  # the fork's CUDA-only autocast is a no-op on CPU tensors (module docstring)
+        ref_train.get_autocast = lambda _p: (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    args = _reference_args(precision, batch)
+    name = "side-by-side-cosmos"
+    open_clip.factory._MODEL_CONFIGS[name] = copy.deepcopy(MODEL_CONFIG)
+    torch.manual_seed(0)
+    student = open_clip.create_model(name, precision=args.precision, device="cpu", output_dict=True,
+                                     output_all=True, attentional_pool=True, cosmos=True)
+    student.load_state_dict(torch.load(init, weights_only=True), strict=True)
+    teacher = copy.deepcopy(student)
+    for p in teacher.parameters():
+        p.requires_grad = False
+
+    def no_decay(n: str, p: torch.Tensor) -> bool:
+        return p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
+
+    named = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
+                                   {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": WD}],
+                                  lr=LR, betas=BETAS, eps=EPS)
+    loss_fn = open_clip.create_loss(SimpleNamespace(distill=False, model=name, siglip=False, cosmos=True,
+                                                    local_loss=False, gather_with_grad=False, rank=0,
+                                                    world_size=1, horovod=False))
+    losses: list[dict[str, float]] = []
+
+    def recording_loss(**kwargs: Any) -> dict[str, torch.Tensor]:
+        out = loss_fn(**kwargs)
+        losses.append({**{k: float(v) for k, v in out.items()}, "loss": float(sum(out.values()))})
+        return out
+
+    marks: list[float] = []
+
+    def scheduler(step: int) -> None:  # called by train_one_epoch at the start of every step
+        marks.append(time.perf_counter())
+        for group in optimizer.param_groups:
+            group["lr"] = LR
+
+    images, texts = synthetic_batch(batch)
+    n_cap = GLOBAL_CAPTIONS + LOCAL_CAPTIONS
+    per_sample = texts.view(n_cap, batch, -1).permute(1, 0, 2).contiguous()  # the fork's loader layout [B, n, ctx]
+    data = {"train": _Loader((images, per_sample), steps + 1, batch)}
+    ref_train.train_one_epoch(student, teacher, data, recording_loss, 0, optimizer, None, scheduler,
+                              lambda _step: MOMENTUM, None, args)
+    marks.append(time.perf_counter())
+    return _result([b - a for a, b in zip(marks, marks[1:])], losses, batch)
+
+
+# ------------------------------------------------------------------------------------------- driver
+
+
+def _child(args: argparse.Namespace, impl: str, precision: str, init: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--_one", impl, precision, "--steps", str(args.steps), "--batch",
+           str(args.batch), "--threads", str(args.threads), "--_init", str(init),
+           "--switches", json.dumps(args.switches)]
+    if args.reference_src is not None:
+        cmd += ["--reference-src", str(args.reference_src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+    if proc.returncode:
+        raise RuntimeError(f"{impl}/{precision} child failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _loss_diff(a: dict[str, float], b: dict[str, float]) -> float:
+    return max(abs(a[k] - b[k]) for k in ("clip_loss", "distill_loss", "loss"))
+
+
+def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> tuple[str, dict[str, Any]]:
+    """Per precision: medians over rounds, per-round and median throughput ratio, peak RSS, loss differences."""
+    lines, summary = [], {}
+    head = ("| precision | project s/step | reference s/step | ratio (median) | ratio per round | "
+            "project MiB | reference MiB | max abs loss diff step 0 / step 1 |")
+    lines += [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for precision, by_impl in runs.items():
+        proj = by_impl["project"]
+        row: dict[str, Any] = {"project_s_per_step": statistics.median(r["s_per_step"] for r in proj),
+                               "project_peak_rss_mib": max(r["peak_rss_mib"] for r in proj)}
+        ref = by_impl.get("reference")
+        if ref:
+            ratios = [b["s_per_step"] / a["s_per_step"] for a, b in zip(proj, ref)]
+            row.update(reference_s_per_step=statistics.median(r["s_per_step"] for r in ref),
+                       ratios=ratios, ratio=statistics.median(ratios),
+                       reference_peak_rss_mib=max(r["peak_rss_mib"] for r in ref),
+                       loss_diff=[_loss_diff(proj[0]["losses"][i], ref[0]["losses"][i]) for i in (0, 1)])
+            lines.append(f"| {precision} | {row['project_s_per_step']:.3f} | {row['reference_s_per_step']:.3f} "
+                         f"| **{row['ratio']:.2f}x** | {', '.join(f'{r:.2f}' for r in ratios)} "
+                         f"| {row['project_peak_rss_mib']:.0f} | {row['reference_peak_rss_mib']:.0f} "
+                         f"| {row['loss_diff'][0]:.2e} / {row['loss_diff'][1]:.2e} |")
+        else:
+            lines.append(f"| {precision} | {row['project_s_per_step']:.3f} | - | - | - "
+                         f"| {row['project_peak_rss_mib']:.0f} | - | - |")
+        summary[precision] = row
+    return "\n".join(lines), summary
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference-src", type=Path, help="a checkout of ExplainableML/cosmos (its src/ is used)")
+    parser.add_argument("--precision", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--rounds", type=int, default=3, help="A B rounds per precision")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per child, after 1 warm-up step")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch CPU threads in every child; give the cores no other process is using")
+    parser.add_argument("--switches", type=json.loads, default={},
+                        help='JSON of extra distill switches for the project, e.g. \'{"text_crop": false}\'')
+    parser.add_argument("--json", type=Path, help="also write every child's result and the summary here")
+    parser.add_argument("--_one", nargs=2, metavar=("IMPL", "PRECISION"), help=argparse.SUPPRESS)
+    parser.add_argument("--_init", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args._one:
+        impl, precision = args._one
+        if impl == "project":
+            result = run_project(precision, args.steps, args.batch, args._init, args.switches)
+        else:
+            result = run_reference(args.reference_src, precision, args.steps, args.batch, args._init)
+        print(json.dumps(result))
+        return
+    if args.reference_src is not None and not (args.reference_src / "src" / "open_clip" / "model.py").exists():
+        raise SystemExit(f"--reference-src {args.reference_src}: no src/open_clip/model.py there; point it at a "
+                         "checkout of https://github.com/ExplainableML/cosmos")
+    impls = ["project"] + (["reference"] if args.reference_src is not None else [])
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {p: {i: [] for i in impls} for p in args.precision}
+    with tempfile.TemporaryDirectory() as tmp:
+        init = Path(tmp) / "init.pt"
+        for rnd in range(args.rounds):
+            for precision in args.precision:
+                for impl in impls:
+                    result = _child(args, impl, precision, init)
+                    runs[precision][impl].append(result)
+                    print(f"round {rnd + 1} {precision} {impl}: {result['s_per_step']:.3f} s/step",
+                          file=sys.stderr, flush=True)
+    text, summary = summarize(runs)
+    print(f"torch={torch.__version__} threads={args.threads} batch={args.batch} rounds={args.rounds} "
+          f"timed steps/child={args.steps} switches={json.dumps(args.switches)}")
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"summary": summary, "runs": runs}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        main()
