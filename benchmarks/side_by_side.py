@@ -57,6 +57,7 @@ EOT_ID = 49407
 GLOBAL_CROPS, LOCAL_CROPS, GLOBAL_CAPTIONS, LOCAL_CAPTIONS = 2, 6, 2, 6
 MOMENTUM, LR, WD, BETAS, EPS = 0.95, 5e-4, 0.5, (0.9, 0.98), 1e-8
 
+SPEEDUPS = {"fused_blocks": True, "trim_text": True, "fused_adamw": True, "tune_malloc": True}
 MODEL_CONFIG: dict[str, Any] = {
     "embed_dim": 256,
     "vision_cfg": {"image_size": 224, "patch_size": 16, "width": 384, "layers": 6, "head_width": 64},
@@ -86,6 +87,28 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+class _Profile:
+    """``torch.profiler`` over the timed steps; writes the top ops by self CPU time to ``path`` (if given)."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.prof = path, None
+
+    def start(self) -> None:
+        if self.path is not None:
+            from torch.profiler import ProfilerActivity, profile
+
+            self.prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+            self.prof.start()
+
+    def stop(self) -> None:
+        if self.prof is not None:
+            self.prof.stop()
+            table = self.prof.key_averages(group_by_input_shape=True).table(
+                sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=45, max_shapes_column_width=60)
+            self.path.write_text(table + "\n")
+            self.prof = None
+
+
 def _result(step_times: list[float], losses: list[dict[str, float]], batch: int) -> dict[str, Any]:
     timed = step_times[1:]  # the first step is the warm-up
     median = statistics.median(timed)
@@ -96,8 +119,13 @@ def _result(step_times: list[float], losses: list[dict[str, float]], batch: int)
 # ------------------------------------------------------------------------------------------ project
 
 
-def run_project(precision: str, steps: int, batch: int, init: Path, switch_overrides: dict[str, Any]) -> dict[str, Any]:
-    """The project's ``Trainer.train_step`` at :data:`MODEL_CONFIG`; writes its initial weights to ``init``."""
+def run_project(precision: str, steps: int, batch: int, init: Path, speedups: dict[str, bool],
+                profile: Path | None = None) -> dict[str, Any]:
+    """The project's ``Trainer.train_step`` at :data:`MODEL_CONFIG`; writes its initial weights to ``init``.
+
+    ``speedups`` overrides :data:`SPEEDUPS` (the project's defaults: ``model.fused_blocks``,
+    ``model.trim_text``, ``optim.fused``, ``train.tune_malloc``).
+    """
     import numpy as np
 
     from cosmos.method import DistillSwitches, Objective, build_student
@@ -105,32 +133,44 @@ def run_project(precision: str, steps: int, batch: int, init: Path, switch_overr
     from cosmos.training.loop import Trainer
     from cosmos.training.optim import build_optimizer
     from cosmos.training.precision import Precision
+    from cosmos.training.runtime import tune_malloc
     import yaml
+
+    unknown = sorted(set(speedups) - set(SPEEDUPS))
+    if unknown:
+        raise ValueError(f"unknown speed-ups {unknown}; known: {sorted(SPEEDUPS)}")
+    on = {**SPEEDUPS, **speedups}
+    if on["tune_malloc"]:
+        tune_malloc()
 
     section = yaml.safe_load((REPO_ROOT / "conf" / "distill" / "cosmos.yaml").read_text())
     switches = DistillSwitches.from_params(section).replace(
-        global_crop_size=224, local_crop_size=96, momentum=MOMENTUM, **switch_overrides)
+        global_crop_size=224, local_crop_size=96, momentum=MOMENTUM)
     torch.manual_seed(0)
-    student = build_student(copy.deepcopy(MODEL_CONFIG), switches)
+    student = build_student(copy.deepcopy(MODEL_CONFIG), switches, fused_blocks=on["fused_blocks"],
+                            trim_text=on["trim_text"])
     if not init.exists():
         torch.save(student.state_dict(), init)
     total = steps + 1
     trainer = Trainer(
         student=student, teacher=EMATeacher(student), objective=Objective(switches),
         loader=SimpleNamespace(batches_per_epoch=total, batch=batch, world=1),
-        optimizer=build_optimizer(student, lr=LR, weight_decay=WD, betas=BETAS, eps=EPS),
+        optimizer=build_optimizer(student, lr=LR, weight_decay=WD, betas=BETAS, eps=EPS, fused=on["fused_adamw"]),
         precision=Precision(precision, torch.device("cpu")), lr=np.full(total, LR),
         momentum=np.full(total, MOMENTUM), placement="reference", epochs=1, name="cosmos",
     )
     images, texts = synthetic_batch(batch)
     data = {"images": images, "texts": texts}
-    times, losses = [], []
-    for _ in range(total):
+    times, losses, prof = [], [], _Profile(profile)
+    for i in range(total):
+        if i == 1:
+            prof.start()
         start = time.perf_counter()
         terms = trainer.train_step(data)
         times.append(time.perf_counter() - start)
         trainer.position.step += 1
         losses.append(terms)
+    prof.stop()
     return _result(times, losses, batch)
 
 
@@ -162,7 +202,8 @@ def _reference_args(precision: str, batch: int) -> SimpleNamespace:
     )
 
 
-def run_reference(src: Path, precision: str, steps: int, batch: int, init: Path) -> dict[str, Any]:
+def run_reference(src: Path, precision: str, steps: int, batch: int, init: Path,
+                  profile: Path | None = None) -> dict[str, Any]:
     """The fork's own model, loss and ``train_one_epoch`` on the project's initial weights and batch."""
     sys.path.insert(0, str(src / "src"))
     import open_clip
@@ -201,8 +242,11 @@ def run_reference(src: Path, precision: str, steps: int, batch: int, init: Path)
         return out
 
     marks: list[float] = []
+    prof = _Profile(profile)
 
     def scheduler(step: int) -> None:  # called by train_one_epoch at the start of every step
+        if len(marks) == 1:
+            prof.start()
         marks.append(time.perf_counter())
         for group in optimizer.param_groups:
             group["lr"] = LR
@@ -214,6 +258,7 @@ def run_reference(src: Path, precision: str, steps: int, batch: int, init: Path)
     ref_train.train_one_epoch(student, teacher, data, recording_loss, 0, optimizer, None, scheduler,
                               lambda _step: MOMENTUM, None, args)
     marks.append(time.perf_counter())
+    prof.stop()
     return _result([b - a for a, b in zip(marks, marks[1:])], losses, batch)
 
 
@@ -223,7 +268,10 @@ def run_reference(src: Path, precision: str, steps: int, batch: int, init: Path)
 def _child(args: argparse.Namespace, impl: str, precision: str, init: Path) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--_one", impl, precision, "--steps", str(args.steps), "--batch",
            str(args.batch), "--threads", str(args.threads), "--_init", str(init),
-           "--switches", json.dumps(args.switches)]
+           "--speedups", json.dumps(args.speedups)]
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        cmd += ["--_profile", str(args.profile / f"{impl}-{precision}.txt")]
     if args.reference_src is not None:
         cmd += ["--reference-src", str(args.reference_src)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
@@ -273,9 +321,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch CPU threads in every child; give the cores no other process is using")
-    parser.add_argument("--switches", type=json.loads, default={},
-                        help='JSON of extra distill switches for the project, e.g. \'{"text_crop": false}\'')
+    parser.add_argument("--speedups", type=json.loads, default={},
+                        help='JSON overriding the project\'s speed-ups, e.g. \'{"fused_blocks": false}\' '
+                             f"(defaults {json.dumps(SPEEDUPS)})")
     parser.add_argument("--json", type=Path, help="also write every child's result and the summary here")
+    parser.add_argument("--profile", type=Path, help="write torch.profiler top ops of every child here, one file each "
+                        "(profiled steps run slower: profile with --rounds 1, time without)")
+    parser.add_argument("--_profile", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_one", nargs=2, metavar=("IMPL", "PRECISION"), help=argparse.SUPPRESS)
     parser.add_argument("--_init", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -287,9 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     if args._one:
         impl, precision = args._one
         if impl == "project":
-            result = run_project(precision, args.steps, args.batch, args._init, args.switches)
+            result = run_project(precision, args.steps, args.batch, args._init, args.speedups, args._profile)
         else:
-            result = run_reference(args.reference_src, precision, args.steps, args.batch, args._init)
+            result = run_reference(args.reference_src, precision, args.steps, args.batch, args._init, args._profile)
         print(json.dumps(result))
         return
     if args.reference_src is not None and not (args.reference_src / "src" / "open_clip" / "model.py").exists():
@@ -308,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
                           file=sys.stderr, flush=True)
     text, summary = summarize(runs)
     print(f"torch={torch.__version__} threads={args.threads} batch={args.batch} rounds={args.rounds} "
-          f"timed steps/child={args.steps} switches={json.dumps(args.switches)}")
+          f"timed steps/child={args.steps} project speed-ups={json.dumps({**SPEEDUPS, **args.speedups})}")
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

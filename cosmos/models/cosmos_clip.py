@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from open_clip.model import CLIP
 
+from cosmos.models.blocks import check_fusable
 from cosmos.models.crossmodal import AttentionalCrossPooler
 from cosmos.models.towers import check_vision_tower, text_forward, vision_forward
 
@@ -55,6 +56,9 @@ class CosmosCLIP(CLIP):
         cross_attn_heads: heads of both cross-attention modules. The reference fixes 8.
         init_logit_scale / init_distill_logit_scale: both ln(1/0.07) in the reference.
         cast_dtype: OpenCLIP cast dtype (fp32 LayerNorms under low precision).
+        fused_blocks: run both transformer stacks through :func:`cosmos.models.blocks.run_blocks` (exact).
+        trim_text: cut caption rows after their EOT where only their pooled embedding is read (exact; see
+            :func:`cosmos.models.towers.text_forward`).
     """
 
     def __init__(
@@ -68,12 +72,19 @@ class CosmosCLIP(CLIP):
         init_logit_scale: float = math.log(1 / 0.07),
         init_distill_logit_scale: float = math.log(1 / 0.07),
         cast_dtype: torch.dtype | None = None,
+        fused_blocks: bool = True,
+        trim_text: bool = True,
     ):
         super().__init__(
             embed_dim, vision_cfg, text_cfg, quick_gelu=quick_gelu,
             init_logit_scale=init_logit_scale, cast_dtype=cast_dtype, output_dict=True,
         )
         check_vision_tower(self.visual)
+        if fused_blocks:
+            check_fusable(self.visual.transformer)
+            check_fusable(self.transformer)
+            _check_causal(self.attn_mask)
+        self.fused_blocks, self.trim_text = fused_blocks, trim_text
         self.cross_attn = cross_attn
         self.embed_dim = embed_dim
         self.distill_logit_scale = nn.Parameter(torch.ones([]) * init_distill_logit_scale)
@@ -105,7 +116,7 @@ class CosmosCLIP(CLIP):
         tokens ``[N_1, P_1, W_v]`` of the first resolution group only, which is all the reference keeps.
         """
         if isinstance(images, torch.Tensor):
-            return vision_forward(self.visual, images)
+            return vision_forward(self.visual, images, fused=self.fused_blocks)
         if len(images) == 0:
             raise ValueError("images is an empty list")
         groups: list[list[torch.Tensor]] = [[images[0]]]
@@ -116,7 +127,7 @@ class CosmosCLIP(CLIP):
                 groups.append([img])
         pooled, first_tokens = [], None
         for group in groups:
-            feats, tokens = vision_forward(self.visual, torch.cat(group, dim=0))
+            feats, tokens = vision_forward(self.visual, torch.cat(group, dim=0), fused=self.fused_blocks)
             pooled.append(feats)
             first_tokens = tokens if first_tokens is None else first_tokens
         return torch.cat(pooled, dim=0), first_tokens
@@ -128,7 +139,7 @@ class CosmosCLIP(CLIP):
 
     def encode_text(self, texts: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Global text embeddings ``[M, E]`` of token ids ``[M, context_length]`` (EOT pooled)."""
-        feats, _ = text_forward(self, texts)
+        feats, _ = self._text(texts, token_rows=0)
         return F.normalize(feats, dim=-1) if normalize else feats
 
     def encode_image_dense(self, images: torch.Tensor) -> torch.Tensor:
@@ -137,8 +148,12 @@ class CosmosCLIP(CLIP):
         These are the patch tokens after ln_post ``@ visual.proj``, not ``image_token_mapping``, in row-major
         grid order, unnormalized. The segmentation code reshapes them to ``[N, H/p, W/p, E]``.
         """
-        _, tokens = vision_forward(self.visual, images)
+        _, tokens = vision_forward(self.visual, images, fused=self.fused_blocks)
         return tokens @ self.visual.proj
+
+    def _text(self, texts: torch.Tensor, token_rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return text_forward(self, texts, token_rows=token_rows if self.trim_text else None,
+                            fused=self.fused_blocks)
 
     # ------------------------------------------------------------------------------------------ forward
 
@@ -186,7 +201,9 @@ class CosmosCLIP(CLIP):
         if batch_size is not None:
             _check_batch(images, texts, batch_size)
         img_feat, img_raw_tok = self._encode_image_groups(images)
-        txt_feat, txt_raw_tok = text_forward(self, texts)
+        # Tokens are read for G1 only (cross branch) or for every row (return_tokens).
+        token_rows = None if return_tokens else (batch_size if student_cross else 0)
+        txt_feat, txt_raw_tok = self._text(texts, token_rows)
 
         out: dict[str, torch.Tensor] = {}
         if student_cross:
@@ -204,6 +221,15 @@ class CosmosCLIP(CLIP):
             out["image_tokens"] = self.image_token_mapping(img_raw_tok)
             out["text_tokens"] = self.text_token_mapping(txt_raw_tok)
         return out
+
+
+def _check_causal(mask: torch.Tensor | None) -> None:
+    """``fused_blocks`` stands for the text mask by ``is_causal``: it must be OpenCLIP's causal mask (or None)."""
+    if mask is None or mask.is_meta:  # a meta-device build has no values to check; a real one is checked
+        return
+    causal = torch.full_like(mask, float("-inf")).triu_(1)
+    if not torch.equal(mask, causal):
+        raise NotImplementedError("the text attn_mask is not the causal -inf mask; set model.fused_blocks=false")
 
 
 def _tile(tokens: torch.Tensor, n_views: int) -> torch.Tensor:

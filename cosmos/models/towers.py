@@ -6,6 +6,15 @@ and returns the patch tokens as well (``--output-all``). Here the same computati
 over the tower's existing submodules instead of a subclass. The OpenCLIP modules stay untouched, so
 state-dict names and initialization are exactly OpenCLIP's, and a tower built by ``open_clip`` can be used
 as it is.
+
+Two exact speed-ups (issue 12; each a switch of :class:`~cosmos.models.cosmos_clip.CosmosCLIP`, on by default,
+each tested equal to the stock path):
+
+- ``fused``: the transformer stack runs through :func:`cosmos.models.blocks.run_blocks` (batch-first SDPA,
+  ``is_causal`` for the text mask) instead of OpenCLIP's ``nn.MultiheadAttention`` blocks;
+- ``token_rows`` of :func:`text_forward`: rows whose per-position outputs nobody reads are cut after their
+  last EOT. Under the causal mask, positions past the EOT never reach the EOT output, so the pooled
+  embedding is unchanged; only rows whose tokens feed the cross-attention keep all L positions.
 """
 
 from __future__ import annotations
@@ -14,9 +23,10 @@ import torch
 from torch import nn
 from open_clip.transformer import VisionTransformer, text_global_pool
 
+from cosmos.models.blocks import run_blocks
 from cosmos.models.pos_embed import interpolate_pos_encoding
 
-__all__ = ["check_vision_tower", "vision_forward", "text_forward"]
+__all__ = ["check_vision_tower", "vision_forward", "text_forward", "trim_buckets"]
 
 
 def check_vision_tower(visual: nn.Module) -> None:
@@ -33,7 +43,8 @@ def check_vision_tower(visual: nn.Module) -> None:
         )
 
 
-def vision_forward(visual: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def vision_forward(visual: VisionTransformer, images: torch.Tensor,
+                   fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the ViT on ``images`` of any size that is a multiple of the patch size.
 
     Reference ``VisionTransformer.forward`` with ``output_all`` (``transformer.py:636-729``): patch embed,
@@ -42,6 +53,7 @@ def vision_forward(visual: VisionTransformer, images: torch.Tensor) -> tuple[tor
     Args:
         visual: an OpenCLIP ``VisionTransformer`` (checked by :func:`check_vision_tower`).
         images: ``[N, 3, H, W]``.
+        fused: run the blocks through :func:`~cosmos.models.blocks.run_blocks` (same math).
 
     Returns:
         pooled: ``[N, E]``, the unnormalized global image embedding (CLS after ln_post, ``@ visual.proj``).
@@ -56,13 +68,14 @@ def vision_forward(visual: VisionTransformer, images: torch.Tensor) -> tuple[tor
     x = x + pos.to(x.dtype)
     x = visual.patch_dropout(x)
     x = visual.ln_pre(x)
-    x = visual.transformer(x)
+    x = run_blocks(visual.transformer, x, causal=False) if fused else visual.transformer(x)
     x = visual.ln_post(x)
     pooled, tokens = x[:, 0], x[:, 1:]
     return pooled @ visual.proj, tokens
 
 
-def text_forward(clip: nn.Module, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = None,
+                 fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the text transformer held by an OpenCLIP ``CLIP`` and return pooled and per-position outputs.
 
     Reference ``encode_text`` with ``output_all`` (``model.py:314-329``, ``transformer.py:772-775``).
@@ -71,17 +84,68 @@ def text_forward(clip: nn.Module, text: torch.Tensor) -> tuple[torch.Tensor, tor
         clip: the model holding ``token_embedding``, ``positional_embedding``, ``transformer``, ``ln_final``,
             ``text_projection`` and the causal ``attn_mask``.
         text: ``[M, L]`` token ids, where L must equal the model's ``context_length``.
+        token_rows: None computes every row over all L positions and returns all their tokens. An int ``k``
+            returns the tokens of the first ``k`` rows only (all L positions); the other rows are cut after
+            their EOT (argmax pooling only) and run in up to two length buckets (:func:`trim_buckets`).
+        fused: run the blocks through :func:`~cosmos.models.blocks.run_blocks` (same math).
 
     Returns:
         pooled: ``[M, E]``, the unnormalized EOT (argmax id) output after ln_final, ``@ text_projection``.
-        tokens: ``[M, L, W_t]``, all L positions after ln_final. SOT, EOT and zero-padding positions are all
-            included, because the reference cross-attention has no padding mask.
+        tokens: ``[M or k, L, W_t]``, all L positions after ln_final. SOT, EOT and zero-padding positions are
+            all included, because the reference cross-attention has no padding mask.
     """
     if text.ndim != 2 or text.shape[1] != clip.context_length:
         raise ValueError(f"text must be [M, {clip.context_length}] token ids, got {tuple(text.shape)}")
+    if token_rows is None or clip.text_pool_type != "argmax" or clip.attn_mask is None or token_rows >= len(text):
+        pooled, tokens = _text_rows(clip, text, fused)
+        return pooled, tokens if token_rows is None else tokens[:token_rows]
+    head = text[:token_rows]
+    pooled, tokens = _text_rows(clip, head, fused) if token_rows else (head.new_empty(0), None)
+    rest = text[token_rows:]
+    ends = (rest.argmax(dim=-1) + 1).tolist()  # one host sync: the bucket lengths are shapes
+    order, parts = [], []
+    for rows, length in trim_buckets(ends):
+        index = torch.tensor(rows, device=text.device)
+        parts.append(_text_rows(clip, rest.index_select(0, index)[:, :length], fused)[0])
+        order += rows
+    inverse = torch.empty(len(order), dtype=torch.long, device=text.device)
+    inverse[torch.tensor(order, device=text.device)] = torch.arange(len(order), device=text.device)
+    pooled_rest = torch.cat(parts).index_select(0, inverse)
+    if tokens is None:
+        return pooled_rest, pooled_rest.new_empty(0, text.shape[1], clip.transformer.width)
+    return torch.cat([pooled, pooled_rest]), tokens
+
+
+def trim_buckets(ends: list[int]) -> list[tuple[list[int], int]]:
+    """Split rows with EOT ends ``ends`` (1-based) into <= 2 buckets ``(row indices, length)``.
+
+    The split point minimises the padded positions ``sum(len(rows) * length)`` over splits of the rows
+    sorted by length; a bucket's length is its longest row's.
+    """
+    if not ends:
+        return []
+    order = sorted(range(len(ends)), key=ends.__getitem__)
+    lengths = [ends[i] for i in order]
+    n, longest = len(order), lengths[-1]
+    # On a tie the larger split wins: one bucket (split == n) is one forward fewer.
+    _, split = min((s * lengths[s - 1] + (n - s) * longest, -s) for s in range(1, n + 1))
+    split = -split
+    buckets = [(order[:split], lengths[split - 1])]
+    if split < n:
+        buckets.append((order[split:], longest))
+    return buckets
+
+
+def _text_rows(clip: nn.Module, text: torch.Tensor, fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled ``[M, E]`` and tokens ``[M, L', W_t]`` of ``text [M, L']`` (``L' <= context_length``)."""
     cast_dtype = clip.transformer.get_cast_dtype()
-    x = clip.token_embedding(text).to(cast_dtype) + clip.positional_embedding.to(cast_dtype)
-    x = clip.transformer(x, attn_mask=clip.attn_mask)
+    length = text.shape[1]
+    x = clip.token_embedding(text).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+    if fused:
+        x = run_blocks(clip.transformer, x, causal=clip.attn_mask is not None)
+    else:
+        mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
+        x = clip.transformer(x, attn_mask=mask)
     tokens = clip.ln_final(x)
     pooled = text_global_pool(tokens, text, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
     proj = clip.text_projection

@@ -19,9 +19,16 @@ __all__ = ["LauncherConfig", "ModelConfig", "OptimConfig", "TrainConfig", "typed
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``model``: an architecture name (``cosmos-tiny``, ``cosmos-small``, ``ViT-B-16``, ...)."""
+    """``model``: an architecture name (``cosmos-tiny``, ``cosmos-small``, ``ViT-B-16``, ...) and two exact speed-ups.
+
+    ``fused_blocks`` (batch-first SDPA blocks, :mod:`cosmos.models.blocks`) and ``trim_text`` (caption rows cut
+    after their EOT where only the pooled embedding is read, :func:`cosmos.models.towers.text_forward`)
+    compute the same function as the stock OpenCLIP path; ``docs/training.md`` gives their measured effect.
+    """
 
     name: str
+    fused_blocks: bool = True
+    trim_text: bool = True
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class OptimConfig:
     eps: float
     weight_decay: float
     warmup_steps: int
+    fused: bool = True  # torch's single-kernel AdamW (same update rule as the reference's foreach AdamW)
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class TrainConfig:
     resume: str
     max_steps: int
     device: str
+    tune_malloc: bool = True  # keep freed memory in the heap (cosmos.training.runtime): no page faults per step
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from cosmos.training.data import TrainLoader, read_shard_set
 from cosmos.training.distributed import World, cuda_index, wrap_ddp
 from cosmos.training.loop import Trainer, config_fingerprint
 from cosmos.training.optim import build_optimizer
+from cosmos.training.runtime import tune_malloc
 from cosmos.training.precision import Precision
 
 __all__ = ["build_trainer", "launch_pretrain", "pick_device", "pretrain"]
@@ -73,9 +74,11 @@ def build_trainer(*, out_dir: str | Path, shard_dir: str | Path, seed: int, mode
                   train: TrainConfig, switches: DistillSwitches, world: World = World()) -> Trainer:
     """Everything of one run, resumed per ``train.resume``; ``out_dir`` holds its checkpoints."""
     device = pick_device(train.device, world)
+    if train.tune_malloc:
+        tune_malloc()
     precision = Precision(train.precision, device)
     _seed_everything(seed)
-    student = build_student(model.name, switches).to(device)
+    student = build_student(model.name, switches, fused_blocks=model.fused_blocks, trim_text=model.trim_text).to(device)
     teacher = EMATeacher(student) if switches.needs_teacher else None  # before DDP, as the reference
     tokenizer = build_tokenizer(student.context_length)
     loader = TrainLoader(
@@ -89,7 +92,7 @@ def build_trainer(*, out_dir: str | Path, shard_dir: str | Path, seed: int, mode
         student=wrap_ddp(student, world, device, find_unused_parameters=not _uses_every_parameter(switches)),
         teacher=teacher, objective=Objective(switches).to(device),
         loader=loader, optimizer=build_optimizer(student, lr=optim.lr, weight_decay=optim.weight_decay,
-                                                 betas=optim.betas, eps=optim.eps),
+                                                 betas=optim.betas, eps=optim.eps, fused=optim.fused),
         precision=precision, lr=lr, momentum=momentum, placement=switches.ema_placement, epochs=train.epochs,
         name=f"{switches.method}-{model.name}",
         checkpoints=CheckpointDir(out_dir, keep=train.keep_checkpoints) if world.is_main else None,
