@@ -99,14 +99,19 @@ def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = N
     if token_rows is None or clip.text_pool_type != "argmax" or clip.attn_mask is None or token_rows >= len(text):
         pooled, tokens = _text_rows(clip, text, fused)
         return pooled, tokens if token_rows is None else tokens[:token_rows]
+    # One embedding lookup for all rows: a lookup per bucket would give the [vocab, W] table one dense
+    # gradient per bucket to zero-fill and sum in backward.
+    embedded = clip.token_embedding(text)
     head = text[:token_rows]
-    pooled, tokens = _text_rows(clip, head, fused) if token_rows else (head.new_empty(0), None)
-    rest = text[token_rows:]
+    pooled, tokens = (_text_rows(clip, head, fused, embedded[:token_rows]) if token_rows
+                      else (head.new_empty(0), None))
+    rest, rest_embedded = text[token_rows:], embedded[token_rows:]
     ends = (rest.argmax(dim=-1) + 1).tolist()  # one host sync: the bucket lengths are shapes
     order, parts = [], []
     for rows, length in trim_buckets(ends):
         index = torch.tensor(rows, device=text.device)
-        parts.append(_text_rows(clip, rest.index_select(0, index)[:, :length], fused)[0])
+        parts.append(_text_rows(clip, rest.index_select(0, index)[:, :length], fused,
+                                rest_embedded.index_select(0, index)[:, :length])[0])
         order += rows
     inverse = torch.empty(len(order), dtype=torch.long, device=text.device)
     inverse[torch.tensor(order, device=text.device)] = torch.arange(len(order), device=text.device)
@@ -136,11 +141,16 @@ def trim_buckets(ends: list[int]) -> list[tuple[list[int], int]]:
     return buckets
 
 
-def _text_rows(clip: nn.Module, text: torch.Tensor, fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled ``[M, E]`` and tokens ``[M, L', W_t]`` of ``text [M, L']`` (``L' <= context_length``)."""
+def _text_rows(clip: nn.Module, text: torch.Tensor, fused: bool,
+               embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled ``[M, E]`` and tokens ``[M, L', W_t]`` of ``text [M, L']`` (``L' <= context_length``).
+
+    ``embedded``: ``token_embedding(text)`` if the caller already looked it up.
+    """
     cast_dtype = clip.transformer.get_cast_dtype()
     length = text.shape[1]
-    x = clip.token_embedding(text).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+    embedded = clip.token_embedding(text) if embedded is None else embedded
+    x = embedded.to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
     if fused:
         x = run_blocks(clip.transformer, x, causal=clip.attn_mask is not None)
     else:
