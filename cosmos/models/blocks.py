@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["check_fusable", "run_blocks"]
+__all__ = ["check_fusable", "run_blocks", "run_blocks_pooled_tail"]
 
 
 def check_fusable(transformer: nn.Module) -> None:
@@ -51,9 +51,33 @@ def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, causal: bool) 
     return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
 
 
+def _first_token_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """``[N, L, W] -> [N, 1, W]``: the attention output of position 0 only (keys and values from all L)."""
+    n, length, width = x.shape
+    heads, d = attn.num_heads, width // attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    q = F.linear(x[:, :1], w[:width], b[:width]).view(n, 1, heads, d).transpose(1, 2)  # [N, H, 1, D]
+    k, v = F.linear(x, w[width:], b[width:]).view(n, length, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+    dropout = attn.dropout if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # [N, H, 1, D]
+    return attn.out_proj(out.transpose(1, 2).reshape(n, 1, width))
+
+
 def _block(block: nn.Module, x: torch.Tensor, causal: bool) -> torch.Tensor:
     x = x + block.ls_1(_self_attention(block.attn, block.ln_1(x), causal))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _first_token_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The block's output at position 0 only, ``[N, L, W] -> [N, 1, W]`` (bidirectional attention)."""
+    x0 = x[:, :1] + block.ls_1(_first_token_attention(block.attn, block.ln_1(x)))
+    return x0 + block.ls_2(block.mlp(block.ln_2(x0)))
+
+
+def _run(fn, transformer: nn.Module, *args):
+    if transformer.grad_checkpointing and torch.is_grad_enabled():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
 
 
 def run_blocks(transformer: nn.Module, x: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -62,8 +86,24 @@ def run_blocks(transformer: nn.Module, x: torch.Tensor, causal: bool) -> torch.T
     Honours ``transformer.grad_checkpointing`` as OpenCLIP does (non-reentrant checkpoint per block).
     """
     for block in transformer.resblocks:
-        if transformer.grad_checkpointing and torch.is_grad_enabled():
-            x = checkpoint(_block, block, x, causal, use_reentrant=False)
-        else:
-            x = _block(block, x, causal)
+        x = _run(_block, transformer, block, x, causal)
     return x
+
+
+def run_blocks_pooled_tail(transformer: nn.Module, x: torch.Tensor,
+                           keep_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`run_blocks` (bidirectional) where rows ``keep_rows:`` need only their position-0 (CLS) output.
+
+    Every block but the last runs on all rows. In the last block the first ``keep_rows`` rows run in full,
+    the others compute keys and values over all positions but the query, output projection and MLP at
+    position 0 only: no later layer reads their other positions, so their CLS output is unchanged
+    (``model.trim_vision``; about 10/12 of the last block's per-token FLOPs are skipped for those rows).
+
+    Returns ``(x[:keep_rows] [K, L, W], x[keep_rows:, :1] [N-K, 1, W])`` after the last block.
+    """
+    blocks = list(transformer.resblocks)
+    for block in blocks[:-1]:
+        x = _run(_block, transformer, block, x, False)
+    head = _run(_block, transformer, blocks[-1], x[:keep_rows], False) if keep_rows else x[:0]
+    tail = _run(_first_token_block, transformer, blocks[-1], x[keep_rows:]) if keep_rows < len(x) else x[:0, :1]
+    return head, tail

@@ -59,6 +59,10 @@ class CosmosCLIP(CLIP):
         fused_blocks: run both transformer stacks through :func:`cosmos.models.blocks.run_blocks` (exact).
         trim_text: cut caption rows after their EOT where only their pooled embedding is read (exact; see
             :func:`cosmos.models.towers.text_forward`).
+        trim_vision: crops whose patch tokens are not read run their last ViT block for the CLS token only
+            (exact, needs ``fused_blocks``; see :func:`cosmos.models.towers.vision_forward`).
+        shared_cross_kv: the cross-attention projects each sample's keys and values once for all its views
+            (exact; the reference tiles the tokens per view, see :meth:`_cross_modal`).
     """
 
     def __init__(
@@ -74,6 +78,8 @@ class CosmosCLIP(CLIP):
         cast_dtype: torch.dtype | None = None,
         fused_blocks: bool = True,
         trim_text: bool = True,
+        trim_vision: bool = True,
+        shared_cross_kv: bool = True,
     ):
         super().__init__(
             embed_dim, vision_cfg, text_cfg, quick_gelu=quick_gelu,
@@ -85,6 +91,7 @@ class CosmosCLIP(CLIP):
             check_fusable(self.transformer)
             _check_causal(self.attn_mask)
         self.fused_blocks, self.trim_text = fused_blocks, trim_text
+        self.trim_vision, self.shared_cross_kv = trim_vision and fused_blocks, shared_cross_kv
         self.cross_attn = cross_attn
         self.embed_dim = embed_dim
         self.distill_logit_scale = nn.Parameter(torch.ones([]) * init_distill_logit_scale)
@@ -109,14 +116,19 @@ class CosmosCLIP(CLIP):
 
     # ----------------------------------------------------------------------------------------- encoders
 
-    def _encode_image_groups(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
+    def _vision(self, images: torch.Tensor, token_rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return vision_forward(self.visual, images, fused=self.fused_blocks,
+                              token_rows=token_rows if self.trim_vision else None)
+
+    def _encode_image_groups(self, images: Images, token_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One ViT pass per run of same-size crops (reference ``MultiCropWrap``, ``model.py:412-437``).
 
         Returns the unnormalized pooled features ``[sum N_i, E]`` in input (crop-major) order, and the raw patch
         tokens ``[N_1, P_1, W_v]`` of the first resolution group only, which is all the reference keeps.
+        ``token_rows``: how many leading rows of that group need their tokens (None: all; ``trim_vision``).
         """
         if isinstance(images, torch.Tensor):
-            return vision_forward(self.visual, images, fused=self.fused_blocks)
+            return self._vision(images, token_rows)
         if len(images) == 0:
             raise ValueError("images is an empty list")
         groups: list[list[torch.Tensor]] = [[images[0]]]
@@ -126,15 +138,15 @@ class CosmosCLIP(CLIP):
             else:
                 groups.append([img])
         pooled, first_tokens = [], None
-        for group in groups:
-            feats, tokens = vision_forward(self.visual, torch.cat(group, dim=0), fused=self.fused_blocks)
+        for i, group in enumerate(groups):
+            feats, tokens = self._vision(torch.cat(group, dim=0), token_rows if i == 0 else 0)
             pooled.append(feats)
             first_tokens = tokens if first_tokens is None else first_tokens
         return torch.cat(pooled, dim=0), first_tokens
 
     def encode_image(self, images: Images, normalize: bool = True) -> torch.Tensor:
         """Global image embeddings ``[N, E]`` of a batch ``[N, 3, H, W]`` or a crop list (crop-major)."""
-        feats, _ = self._encode_image_groups(images)
+        feats, _ = self._encode_image_groups(images, token_rows=0)
         return F.normalize(feats, dim=-1) if normalize else feats
 
     def encode_text(self, texts: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -163,9 +175,14 @@ class CosmosCLIP(CLIP):
         """Spec 1.2: h_I = norm(f_I + C^T(f_I; txt_tok)), h_T = norm(f_T + C^I(f_T; img_tok)).
 
         ``img_feat [N, E]``/``txt_feat [M, E]`` are unnormalized and view-major. ``img_tok [B, P, E]`` and
-        ``txt_tok [B, L, E]`` come from g1 and G1 only. They are tiled so that row ``v*B + i`` of every view
-        attends over sample i's tokens.
+        ``txt_tok [B, L, E]`` come from g1 and G1 only; row ``v*B + i`` of every view attends over sample i's
+        tokens. The reference tiles the tokens per view (``[V*B, L, E]``, one query each), which projects the
+        same keys and values V times; ``shared_cross_kv`` instead gives sample i its V view rows as V queries
+        over one copy of its tokens (``[B, V, E]`` queries, ``[B, L, E]`` keys): the same softmax per row.
         """
+        if self.shared_cross_kv:
+            return (F.normalize(img_feat + _per_sample(self.text_attn_cross_pool, img_feat, txt_tok), dim=-1),
+                    F.normalize(txt_feat + _per_sample(self.visual.attn_cross_pool, txt_feat, img_tok), dim=-1))
         b = img_tok.shape[0]
         img_kv = _tile(txt_tok, img_feat.shape[0] // b)
         txt_kv = _tile(img_tok, txt_feat.shape[0] // b)
@@ -200,9 +217,9 @@ class CosmosCLIP(CLIP):
         student_cross = batch_size is not None and self.cross_attn
         if batch_size is not None:
             _check_batch(images, texts, batch_size)
-        img_feat, img_raw_tok = self._encode_image_groups(images)
-        # Tokens are read for G1 only (cross branch) or for every row (return_tokens).
+        # Tokens are read for g1 / G1 only (cross branch) or for every row (return_tokens).
         token_rows = None if return_tokens else (batch_size if student_cross else 0)
+        img_feat, img_raw_tok = self._encode_image_groups(images, token_rows)
         txt_feat, txt_raw_tok = self._text(texts, token_rows)
 
         out: dict[str, torch.Tensor] = {}
@@ -230,6 +247,13 @@ def _check_causal(mask: torch.Tensor | None) -> None:
     causal = torch.full_like(mask, float("-inf")).triu_(1)
     if not torch.equal(mask, causal):
         raise NotImplementedError("the text attn_mask is not the causal -inf mask; set model.fused_blocks=false")
+
+
+def _per_sample(pooler: AttentionalCrossPooler, feats: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``feats [V*B, E]`` (view-major) attend over ``tokens [B, L, E]`` as ``[B, V]`` queries -> ``[V*B, E]``."""
+    b = tokens.shape[0]
+    queries = feats.view(-1, b, feats.shape[-1]).transpose(0, 1)  # [B, V, E]
+    return pooler(queries, tokens).transpose(0, 1).reshape(feats.shape)
 
 
 def _tile(tokens: torch.Tensor, n_views: int) -> torch.Tensor:

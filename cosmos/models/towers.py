@@ -7,14 +7,16 @@ over the tower's existing submodules instead of a subclass. The OpenCLIP modules
 state-dict names and initialization are exactly OpenCLIP's, and a tower built by ``open_clip`` can be used
 as it is.
 
-Two exact speed-ups (issue 12; each a switch of :class:`~cosmos.models.cosmos_clip.CosmosCLIP`, on by default,
+Three exact speed-ups (issue 12; each a switch of :class:`~cosmos.models.cosmos_clip.CosmosCLIP`, on by default,
 each tested equal to the stock path):
 
 - ``fused``: the transformer stack runs through :func:`cosmos.models.blocks.run_blocks` (batch-first SDPA,
   ``is_causal`` for the text mask) instead of OpenCLIP's ``nn.MultiheadAttention`` blocks;
 - ``token_rows`` of :func:`text_forward`: rows whose per-position outputs nobody reads are cut after their
   last EOT. Under the causal mask, positions past the EOT never reach the EOT output, so the pooled
-  embedding is unchanged; only rows whose tokens feed the cross-attention keep all L positions.
+  embedding is unchanged; only rows whose tokens feed the cross-attention keep all L positions;
+- ``token_rows`` of :func:`vision_forward` (with ``fused``): crops whose patch tokens nobody reads run their
+  last block for the CLS position only; no later layer reads the other positions.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 from open_clip.transformer import VisionTransformer, text_global_pool
 
-from cosmos.models.blocks import run_blocks
+from cosmos.models.blocks import run_blocks, run_blocks_pooled_tail
 from cosmos.models.pos_embed import interpolate_pos_encoding
 
 __all__ = ["check_vision_tower", "vision_forward", "text_forward", "trim_buckets"]
@@ -43,8 +45,8 @@ def check_vision_tower(visual: nn.Module) -> None:
         )
 
 
-def vision_forward(visual: VisionTransformer, images: torch.Tensor,
-                   fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def vision_forward(visual: VisionTransformer, images: torch.Tensor, fused: bool = False,
+                   token_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the ViT on ``images`` of any size that is a multiple of the patch size.
 
     Reference ``VisionTransformer.forward`` with ``output_all`` (``transformer.py:636-729``): patch embed,
@@ -54,10 +56,14 @@ def vision_forward(visual: VisionTransformer, images: torch.Tensor,
         visual: an OpenCLIP ``VisionTransformer`` (checked by :func:`check_vision_tower`).
         images: ``[N, 3, H, W]``.
         fused: run the blocks through :func:`~cosmos.models.blocks.run_blocks` (same math).
+        token_rows: None returns every row's patch tokens. An int ``k`` (with ``fused``) returns the tokens of
+            the first ``k`` rows only; the others run their last block for the CLS position only
+            (:func:`~cosmos.models.blocks.run_blocks_pooled_tail`), which leaves their pooled output unchanged.
 
     Returns:
         pooled: ``[N, E]``, the unnormalized global image embedding (CLS after ln_post, ``@ visual.proj``).
-        tokens: ``[N, (H/p) * (W/p), W_v]``, the patch tokens after ln_post, without CLS and before any projection.
+        tokens: ``[N or k, (H/p) * (W/p), W_v]``, the patch tokens after ln_post, without CLS and before any
+            projection.
     """
     x = visual.conv1(images)  # [N, W_v, gh, gw]
     grid = (x.shape[-2], x.shape[-1])
@@ -68,10 +74,14 @@ def vision_forward(visual: VisionTransformer, images: torch.Tensor,
     x = x + pos.to(x.dtype)
     x = visual.patch_dropout(x)
     x = visual.ln_pre(x)
+    if fused and token_rows is not None and token_rows < x.shape[0]:
+        head, tail = run_blocks_pooled_tail(visual.transformer, x, token_rows)
+        head, tail = visual.ln_post(head), visual.ln_post(tail)
+        return torch.cat([head[:, 0], tail[:, 0]]) @ visual.proj, head[:, 1:]
     x = run_blocks(visual.transformer, x, causal=False) if fused else visual.transformer(x)
     x = visual.ln_post(x)
     pooled, tokens = x[:, 0], x[:, 1:]
-    return pooled @ visual.proj, tokens
+    return pooled @ visual.proj, tokens if token_rows is None else tokens[:token_rows]
 
 
 def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = None,

@@ -19,16 +19,25 @@ __all__ = ["LauncherConfig", "ModelConfig", "OptimConfig", "TrainConfig", "typed
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``model``: an architecture name (``cosmos-tiny``, ``cosmos-small``, ``ViT-B-16``, ...) and two exact speed-ups.
+    """``model``: an architecture name (``cosmos-tiny``, ``cosmos-small``, ``ViT-B-16``, ...) and four exact speed-ups.
 
-    ``fused_blocks`` (batch-first SDPA blocks, :mod:`cosmos.models.blocks`) and ``trim_text`` (caption rows cut
-    after their EOT where only the pooled embedding is read, :func:`cosmos.models.towers.text_forward`)
-    compute the same function as the stock OpenCLIP path; ``docs/training.md`` gives their measured effect.
+    ``fused_blocks`` (batch-first SDPA blocks, :mod:`cosmos.models.blocks`), ``trim_text`` (caption rows cut
+    after their EOT where only the pooled embedding is read, :func:`cosmos.models.towers.text_forward`),
+    ``trim_vision`` (crops whose patch tokens are not read run the last block for CLS only) and
+    ``shared_cross_kv`` (cross-attention keys/values projected once per sample, not once per view) compute
+    the same function as the stock path; ``docs/training.md`` gives their measured effect.
     """
 
     name: str
     fused_blocks: bool = True
     trim_text: bool = True
+    trim_vision: bool = True
+    shared_cross_kv: bool = True
+
+    def speedups(self) -> dict[str, bool]:
+        """The switches as :func:`cosmos.models.build_model` keyword arguments."""
+        return {"fused_blocks": self.fused_blocks, "trim_text": self.trim_text,
+                "trim_vision": self.trim_vision, "shared_cross_kv": self.shared_cross_kv}
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def build_trainer(*, out_dir: str | Path, shard_dir: str | Path, seed: int, mode
         tune_malloc()
     precision = Precision(train.precision, device)
     _seed_everything(seed)
-    student = build_student(model.name, switches, fused_blocks=model.fused_blocks, trim_text=model.trim_text).to(device)
+    student = build_student(model.name, switches, **model.speedups()).to(device)
     teacher = EMATeacher(student) if switches.needs_teacher else None  # before DDP, as the reference
     tokenizer = build_tokenizer(student.context_length)
     loader = TrainLoader(

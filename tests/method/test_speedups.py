@@ -1,6 +1,6 @@
 """Every speed-up switch of issue 12 computes what the stock path computes: outputs, loss and gradients.
 
-``model.fused_blocks`` and ``model.trim_text`` are meant to be exact (float reassociation only), so each is
+``model.fused_blocks``, ``model.trim_text``, ``model.trim_vision`` and ``model.shared_cross_kv`` are meant to be exact (float reassociation only), so each is
 compared on and off on identical weights and inputs, in fp32, at tolerances far below any training effect.
 ``optim.fused`` and the foreach EMA are compared with the update rules they replace.
 """
@@ -16,7 +16,7 @@ from torch import nn
 from cosmos.method import Objective, build_student
 from cosmos.models import build_model
 from cosmos.models.blocks import check_fusable, run_blocks
-from cosmos.models.towers import text_forward, trim_buckets
+from cosmos.models.towers import text_forward, trim_buckets, vision_forward
 from cosmos.teacher import EMATeacher
 from cosmos.training.optim import build_optimizer
 from cosmos.training.runtime import tune_malloc
@@ -47,8 +47,11 @@ def _loss_and_grads(student, switches, batch):
     return {k: v.detach() for k, v in losses.items()}, {n: p.grad for n, p in student.named_parameters()}
 
 
-@pytest.mark.parametrize("off", [{"fused_blocks": False}, {"trim_text": False},
-                                 {"fused_blocks": False, "trim_text": False}], ids=str)
+ALL_OFF = {"fused_blocks": False, "trim_text": False, "trim_vision": False, "shared_cross_kv": False}
+
+
+@pytest.mark.parametrize("off", [{"fused_blocks": False}, {"trim_text": False}, {"trim_vision": False},
+                                 {"shared_cross_kv": False}, ALL_OFF], ids=str)
 def test_a_cosmos_step_is_the_same_with_the_speedups_on_and_off(off):
     switches, fast, slow = _pair(**off)
     batch = make_batch(switches, batch_size=B)
@@ -93,6 +96,34 @@ def test_trimmed_text_keeps_every_pooled_embedding_and_the_requested_tokens():
         torch.testing.assert_close(pooled, full_pooled, atol=1e-5, rtol=1e-5)
         assert tokens.shape == (rows, ctx, model.transformer.width)
         torch.testing.assert_close(tokens, full_tokens[:rows], atol=1e-5, rtol=1e-5)
+
+
+def test_trimmed_vision_keeps_every_pooled_embedding_the_requested_tokens_and_their_gradients():
+    torch.manual_seed(0)
+    model = build_model("cosmos-tiny").train()
+    images = torch.randn(5, 3, 32, 32, requires_grad=True)
+    full_pooled, full_tokens = vision_forward(model.visual, images, fused=True)
+    (g_full,) = torch.autograd.grad(full_pooled.square().sum() + full_tokens[:2].square().sum(), images)
+    for rows in (0, 2, 5):
+        pooled, tokens = vision_forward(model.visual, images, fused=True, token_rows=rows)
+        torch.testing.assert_close(pooled, full_pooled, atol=1e-5, rtol=1e-5)
+        assert tokens.shape == (rows, 64, model.visual.transformer.width)
+        torch.testing.assert_close(tokens, full_tokens[:rows], atol=1e-5, rtol=1e-5)
+    pooled, tokens = vision_forward(model.visual, images, fused=True, token_rows=2)
+    (g_trim,) = torch.autograd.grad(pooled.square().sum() + tokens.square().sum(), images)
+    torch.testing.assert_close(g_trim, g_full, **TOL)
+
+
+def test_shared_cross_kv_gives_each_view_row_the_tiled_rows_attention():
+    torch.manual_seed(0)
+    fast, slow = build_model("cosmos-tiny"), build_model("cosmos-tiny", shared_cross_kv=False)
+    slow.load_state_dict(fast.state_dict())
+    b, views, e = 3, 4, fast.embed_dim
+    img_feat, txt_feat = torch.randn(views * b, e), torch.randn(2 * b, e)
+    img_tok, txt_tok = torch.randn(b, 64, e), torch.randn(b, 24, e)
+    for got, want in zip(fast._cross_modal(img_feat, txt_feat, img_tok, txt_tok),
+                         slow._cross_modal(img_feat, txt_feat, img_tok, txt_tok)):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
 def test_trim_buckets_minimise_padded_positions():

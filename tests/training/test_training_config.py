@@ -26,7 +26,10 @@ def _validate(train=None, optim=None, launcher=None):
 def test_valid_sections_build_typed_configs():
     optim = typed_section(OptimConfig, OPTIM, "optim")
     assert optim.betas == (0.9, 0.98) and isinstance(optim.lr, float)
-    assert typed_section(ModelConfig, {"name": "cosmos-tiny", "fused_blocks": True, "trim_text": True}, "model").name == "cosmos-tiny"
+    model = typed_section(ModelConfig, {"name": "cosmos-tiny", "fused_blocks": True, "trim_text": True,
+                                        "trim_vision": False, "shared_cross_kv": True}, "model")
+    assert model.name == "cosmos-tiny" and model.speedups() == {
+        "fused_blocks": True, "trim_text": True, "trim_vision": False, "shared_cross_kv": True}
     _validate()
 
 
