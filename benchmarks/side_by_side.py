@@ -57,8 +57,8 @@ EOT_ID = 49407
 GLOBAL_CROPS, LOCAL_CROPS, GLOBAL_CAPTIONS, LOCAL_CAPTIONS = 2, 6, 2, 6
 MOMENTUM, LR, WD, BETAS, EPS = 0.95, 5e-4, 0.5, (0.9, 0.98), 1e-8
 
-SPEEDUPS = {"fused_blocks": True, "trim_text": True, "trim_vision": True, "shared_cross_kv": True,
-            "fused_adamw": True, "tune_malloc": True}
+MODEL_SPEEDUPS = ("fused_blocks", "trim_text", "trim_vision", "shared_cross_kv", "math_attention")
+SPEEDUPS = {**dict.fromkeys(MODEL_SPEEDUPS, True), "fused_adamw": True, "tune_malloc": True}
 MODEL_CONFIG: dict[str, Any] = {
     "embed_dim": 256,
     "vision_cfg": {"image_size": 224, "patch_size": 16, "width": 384, "layers": 6, "head_width": 64},
@@ -125,7 +125,8 @@ def run_project(precision: str, steps: int, batch: int, init: Path, speedups: di
     """The project's ``Trainer.train_step`` at :data:`MODEL_CONFIG`; writes its initial weights to ``init``.
 
     ``speedups`` overrides :data:`SPEEDUPS` (the project's defaults: ``model.fused_blocks``,
-    ``model.trim_text``, ``model.trim_vision``, ``model.shared_cross_kv``, ``optim.fused``, ``train.tune_malloc``).
+    ``model.trim_text``, ``model.trim_vision``, ``model.shared_cross_kv``, ``model.math_attention``,
+    ``optim.fused``, ``train.tune_malloc``).
     """
     import numpy as np
 
@@ -149,7 +150,7 @@ def run_project(precision: str, steps: int, batch: int, init: Path, speedups: di
         global_crop_size=224, local_crop_size=96, momentum=MOMENTUM)
     torch.manual_seed(0)
     student = build_student(copy.deepcopy(MODEL_CONFIG), switches,
-                            **{k: on[k] for k in ("fused_blocks", "trim_text", "trim_vision", "shared_cross_kv")})
+                            **{k: on[k] for k in MODEL_SPEEDUPS})
     if not init.exists():
         torch.save(student.state_dict(), init)
     total = steps + 1

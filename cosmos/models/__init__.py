@@ -45,6 +45,7 @@ def build_model(
     trim_text: bool = True,
     trim_vision: bool = True,
     shared_cross_kv: bool = True,
+    math_attention: bool = True,
     **overrides: Any,
 ) -> CosmosCLIP:
     """Build a randomly initialized :class:`CosmosCLIP` (never downloads weights).
@@ -53,11 +54,11 @@ def build_model(
         name_or_cfg: a config name (see :func:`list_model_names`) or an OpenCLIP-style config dict.
         cross_attn: run the cross-modal branch (the parameters exist either way; see ``cosmos_clip``).
         cross_attn_heads: heads of both cross-attention modules (8 in the reference).
-        fused_blocks / trim_text / trim_vision / shared_cross_kv: the exact speed-ups of :class:`CosmosCLIP` (``model.*`` in params.yaml).
+        fused_blocks / trim_text / trim_vision / shared_cross_kv / math_attention: the speed-ups of :class:`CosmosCLIP` (``model.*`` in params.yaml).
         **overrides: config keys to replace. ``vision_cfg=`` and ``text_cfg=`` dicts update key by key.
     """
     cfg = get_model_config(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
     cfg = merge_overrides(cfg, overrides)
     return CosmosCLIP.from_config(cfg, cross_attn=cross_attn, cross_attn_heads=cross_attn_heads,
                                   fused_blocks=fused_blocks, trim_text=trim_text, trim_vision=trim_vision,
-                                  shared_cross_kv=shared_cross_kv)
+                                  shared_cross_kv=shared_cross_kv, math_attention=math_attention)

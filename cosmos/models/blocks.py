@@ -20,12 +20,37 @@ untouched, so checkpoints move freely between the two paths.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["check_fusable", "run_blocks", "run_blocks_pooled_tail"]
+__all__ = ["MATH_ATTENTION_MAX_KEYS", "attention_kernel", "check_fusable", "run_blocks", "run_blocks_pooled_tail"]
+
+# Up to this many keys, torch's math SDPA kernel beats the CPU flash kernel in bf16 forward + backward
+# (measured 2.5-7x at 17-77 keys, 0.8x at 197; docs/training.md).
+MATH_ATTENTION_MAX_KEYS = 128
+
+
+def attention_kernel(q: torch.Tensor, keys: int, math_attention: bool):
+    """The SDPA kernel context for an attention over ``keys`` positions (``model.math_attention``).
+
+    On CPU with low-precision inputs and at most :data:`MATH_ATTENTION_MAX_KEYS` keys it pins torch's math
+    kernel, which computes the scores and the softmax in fp32 (as accurate as the flash kernel, whose CPU
+    bf16 backward is slow at short sequences); everywhere else it leaves torch's own choice.
+    """
+    if math_attention and q.device.type == "cpu" and _low_precision(q) and keys <= MATH_ATTENTION_MAX_KEYS:
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
+def _low_precision(q: torch.Tensor) -> bool:
+    if q.dtype in (torch.bfloat16, torch.float16):
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16)
 
 
 def check_fusable(transformer: nn.Module) -> None:
@@ -40,18 +65,19 @@ def check_fusable(transformer: nn.Module) -> None:
                                       "zero_attn; set model.fused_blocks=false")
 
 
-def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, causal: bool) -> torch.Tensor:
+def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, causal: bool, math_attention: bool) -> torch.Tensor:
     """``[N, L, W] -> [N, L, W]``: packed QKV projection, SDPA over ``H`` heads, output projection."""
     n, length, width = x.shape
     heads = attn.num_heads
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [N, L, 3W]
     q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [N, H, L, D]
     dropout = attn.dropout if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)  # [N, H, L, D]
+    with attention_kernel(q, length, math_attention):
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)  # [N, H, L, D]
     return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
 
 
-def _first_token_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+def _first_token_attention(attn: nn.MultiheadAttention, x: torch.Tensor, math_attention: bool) -> torch.Tensor:
     """``[N, L, W] -> [N, 1, W]``: the attention output of position 0 only (keys and values from all L)."""
     n, length, width = x.shape
     heads, d = attn.num_heads, width // attn.num_heads
@@ -59,18 +85,19 @@ def _first_token_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torc
     q = F.linear(x[:, :1], w[:width], b[:width]).view(n, 1, heads, d).transpose(1, 2)  # [N, H, 1, D]
     k, v = F.linear(x, w[width:], b[width:]).view(n, length, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
     dropout = attn.dropout if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # [N, H, 1, D]
+    with attention_kernel(q, length, math_attention):
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # [N, H, 1, D]
     return attn.out_proj(out.transpose(1, 2).reshape(n, 1, width))
 
 
-def _block(block: nn.Module, x: torch.Tensor, causal: bool) -> torch.Tensor:
-    x = x + block.ls_1(_self_attention(block.attn, block.ln_1(x), causal))
+def _block(block: nn.Module, x: torch.Tensor, causal: bool, math_attention: bool) -> torch.Tensor:
+    x = x + block.ls_1(_self_attention(block.attn, block.ln_1(x), causal, math_attention))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
-def _first_token_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _first_token_block(block: nn.Module, x: torch.Tensor, math_attention: bool) -> torch.Tensor:
     """The block's output at position 0 only, ``[N, L, W] -> [N, 1, W]`` (bidirectional attention)."""
-    x0 = x[:, :1] + block.ls_1(_first_token_attention(block.attn, block.ln_1(x)))
+    x0 = x[:, :1] + block.ls_1(_first_token_attention(block.attn, block.ln_1(x), math_attention))
     return x0 + block.ls_2(block.mlp(block.ln_2(x0)))
 
 
@@ -80,18 +107,19 @@ def _run(fn, transformer: nn.Module, *args):
     return fn(*args)
 
 
-def run_blocks(transformer: nn.Module, x: torch.Tensor, causal: bool) -> torch.Tensor:
+def run_blocks(transformer: nn.Module, x: torch.Tensor, causal: bool, math_attention: bool = False) -> torch.Tensor:
     """OpenCLIP ``Transformer.forward`` on batch-first ``x [N, L, W]``; ``causal`` stands for the text mask.
 
     Honours ``transformer.grad_checkpointing`` as OpenCLIP does (non-reentrant checkpoint per block).
+    ``math_attention``: see :func:`attention_kernel`.
     """
     for block in transformer.resblocks:
-        x = _run(_block, transformer, block, x, causal)
+        x = _run(_block, transformer, block, x, causal, math_attention)
     return x
 
 
-def run_blocks_pooled_tail(transformer: nn.Module, x: torch.Tensor,
-                           keep_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+def run_blocks_pooled_tail(transformer: nn.Module, x: torch.Tensor, keep_rows: int,
+                           math_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`run_blocks` (bidirectional) where rows ``keep_rows:`` need only their position-0 (CLS) output.
 
     Every block but the last runs on all rows. In the last block the first ``keep_rows`` rows run in full,
@@ -103,7 +131,8 @@ def run_blocks_pooled_tail(transformer: nn.Module, x: torch.Tensor,
     """
     blocks = list(transformer.resblocks)
     for block in blocks[:-1]:
-        x = _run(_block, transformer, block, x, False)
-    head = _run(_block, transformer, blocks[-1], x[:keep_rows], False) if keep_rows else x[:0]
-    tail = _run(_first_token_block, transformer, blocks[-1], x[keep_rows:]) if keep_rows < len(x) else x[:0, :1]
+        x = _run(_block, transformer, block, x, False, math_attention)
+    head = _run(_block, transformer, blocks[-1], x[:keep_rows], False, math_attention) if keep_rows else x[:0]
+    tail = (_run(_first_token_block, transformer, blocks[-1], x[keep_rows:], math_attention)
+            if keep_rows < len(x) else x[:0, :1])
     return head, tail

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from open_clip.model import CLIP
 
-from cosmos.models.blocks import check_fusable
+from cosmos.models.blocks import attention_kernel, check_fusable
 from cosmos.models.crossmodal import AttentionalCrossPooler
 from cosmos.models.towers import check_vision_tower, text_forward, vision_forward
 
@@ -63,6 +63,9 @@ class CosmosCLIP(CLIP):
             (exact, needs ``fused_blocks``; see :func:`cosmos.models.towers.vision_forward`).
         shared_cross_kv: the cross-attention projects each sample's keys and values once for all its views
             (exact; the reference tiles the tokens per view, see :meth:`_cross_modal`).
+        math_attention: on CPU under bf16/fp16, attention over at most 128 keys runs torch's math SDPA kernel
+            instead of the flash kernel (both compute scores and softmax in fp32; the math kernel's backward
+            is several times faster at these lengths; :func:`cosmos.models.blocks.attention_kernel`).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class CosmosCLIP(CLIP):
         trim_text: bool = True,
         trim_vision: bool = True,
         shared_cross_kv: bool = True,
+        math_attention: bool = True,
     ):
         super().__init__(
             embed_dim, vision_cfg, text_cfg, quick_gelu=quick_gelu,
@@ -92,6 +96,7 @@ class CosmosCLIP(CLIP):
             _check_causal(self.attn_mask)
         self.fused_blocks, self.trim_text = fused_blocks, trim_text
         self.trim_vision, self.shared_cross_kv = trim_vision and fused_blocks, shared_cross_kv
+        self.math_attention = math_attention
         self.cross_attn = cross_attn
         self.embed_dim = embed_dim
         self.distill_logit_scale = nn.Parameter(torch.ones([]) * init_distill_logit_scale)
@@ -118,7 +123,7 @@ class CosmosCLIP(CLIP):
 
     def _vision(self, images: torch.Tensor, token_rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         return vision_forward(self.visual, images, fused=self.fused_blocks,
-                              token_rows=token_rows if self.trim_vision else None)
+                              token_rows=token_rows if self.trim_vision else None, math_attention=self.math_attention)
 
     def _encode_image_groups(self, images: Images, token_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One ViT pass per run of same-size crops (reference ``MultiCropWrap``, ``model.py:412-437``).
@@ -160,12 +165,12 @@ class CosmosCLIP(CLIP):
         These are the patch tokens after ln_post ``@ visual.proj``, not ``image_token_mapping``, in row-major
         grid order, unnormalized. The segmentation code reshapes them to ``[N, H/p, W/p, E]``.
         """
-        _, tokens = vision_forward(self.visual, images, fused=self.fused_blocks)
+        _, tokens = vision_forward(self.visual, images, fused=self.fused_blocks, math_attention=self.math_attention)
         return tokens @ self.visual.proj
 
     def _text(self, texts: torch.Tensor, token_rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         return text_forward(self, texts, token_rows=token_rows if self.trim_text else None,
-                            fused=self.fused_blocks)
+                            fused=self.fused_blocks, math_attention=self.math_attention)
 
     # ------------------------------------------------------------------------------------------ forward
 
@@ -180,15 +185,19 @@ class CosmosCLIP(CLIP):
         same keys and values V times; ``shared_cross_kv`` instead gives sample i its V view rows as V queries
         over one copy of its tokens (``[B, V, E]`` queries, ``[B, L, E]`` keys): the same softmax per row.
         """
-        if self.shared_cross_kv:
-            return (F.normalize(img_feat + _per_sample(self.text_attn_cross_pool, img_feat, txt_tok), dim=-1),
-                    F.normalize(txt_feat + _per_sample(self.visual.attn_cross_pool, txt_feat, img_tok), dim=-1))
-        b = img_tok.shape[0]
-        img_kv = _tile(txt_tok, img_feat.shape[0] // b)
-        txt_kv = _tile(img_tok, txt_feat.shape[0] // b)
-        img_cross = img_feat + self.text_attn_cross_pool(img_feat, img_kv).squeeze(1)
-        txt_cross = txt_feat + self.visual.attn_cross_pool(txt_feat, txt_kv).squeeze(1)
-        return F.normalize(img_cross, dim=-1), F.normalize(txt_cross, dim=-1)
+        with attention_kernel(img_feat, txt_tok.shape[1], self.math_attention):
+            img_att = self._attend(self.text_attn_cross_pool, img_feat, txt_tok)
+        with attention_kernel(txt_feat, img_tok.shape[1], self.math_attention):
+            txt_att = self._attend(self.visual.attn_cross_pool, txt_feat, img_tok)
+        return F.normalize(img_feat + img_att, dim=-1), F.normalize(txt_feat + txt_att, dim=-1)
+
+    def _attend(self, pooler: AttentionalCrossPooler, feats: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``feats [V*B, E]`` (view-major) attend over their sample's ``tokens [B, L, E]`` -> ``[V*B, E]``."""
+        b = tokens.shape[0]
+        if not self.shared_cross_kv:
+            return pooler(feats, _tile(tokens, feats.shape[0] // b)).squeeze(1)
+        queries = feats.view(-1, b, feats.shape[-1]).transpose(0, 1)  # [B, V, E]
+        return pooler(queries, tokens).transpose(0, 1).reshape(feats.shape)
 
     def forward(
         self,
@@ -247,13 +256,6 @@ def _check_causal(mask: torch.Tensor | None) -> None:
     causal = torch.full_like(mask, float("-inf")).triu_(1)
     if not torch.equal(mask, causal):
         raise NotImplementedError("the text attn_mask is not the causal -inf mask; set model.fused_blocks=false")
-
-
-def _per_sample(pooler: AttentionalCrossPooler, feats: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``feats [V*B, E]`` (view-major) attend over ``tokens [B, L, E]`` as ``[B, V]`` queries -> ``[V*B, E]``."""
-    b = tokens.shape[0]
-    queries = feats.view(-1, b, feats.shape[-1]).transpose(0, 1)  # [B, V, E]
-    return pooler(queries, tokens).transpose(0, 1).reshape(feats.shape)
 
 
 def _tile(tokens: torch.Tensor, n_views: int) -> torch.Tensor:

@@ -46,7 +46,7 @@ def check_vision_tower(visual: nn.Module) -> None:
 
 
 def vision_forward(visual: VisionTransformer, images: torch.Tensor, fused: bool = False,
-                   token_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   token_rows: int | None = None, math_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the ViT on ``images`` of any size that is a multiple of the patch size.
 
     Reference ``VisionTransformer.forward`` with ``output_all`` (``transformer.py:636-729``): patch embed,
@@ -59,6 +59,8 @@ def vision_forward(visual: VisionTransformer, images: torch.Tensor, fused: bool 
         token_rows: None returns every row's patch tokens. An int ``k`` (with ``fused``) returns the tokens of
             the first ``k`` rows only; the others run their last block for the CLS position only
             (:func:`~cosmos.models.blocks.run_blocks_pooled_tail`), which leaves their pooled output unchanged.
+        math_attention: with ``fused``, short low-precision CPU attention runs torch's math kernel
+            (:func:`~cosmos.models.blocks.attention_kernel`).
 
     Returns:
         pooled: ``[N, E]``, the unnormalized global image embedding (CLS after ln_post, ``@ visual.proj``).
@@ -75,17 +77,17 @@ def vision_forward(visual: VisionTransformer, images: torch.Tensor, fused: bool 
     x = visual.patch_dropout(x)
     x = visual.ln_pre(x)
     if fused and token_rows is not None and token_rows < x.shape[0]:
-        head, tail = run_blocks_pooled_tail(visual.transformer, x, token_rows)
+        head, tail = run_blocks_pooled_tail(visual.transformer, x, token_rows, math_attention)
         head, tail = visual.ln_post(head), visual.ln_post(tail)
         return torch.cat([head[:, 0], tail[:, 0]]) @ visual.proj, head[:, 1:]
-    x = run_blocks(visual.transformer, x, causal=False) if fused else visual.transformer(x)
+    x = run_blocks(visual.transformer, x, False, math_attention) if fused else visual.transformer(x)
     x = visual.ln_post(x)
     pooled, tokens = x[:, 0], x[:, 1:]
     return pooled @ visual.proj, tokens if token_rows is None else tokens[:token_rows]
 
 
 def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = None,
-                 fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 fused: bool = False, math_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the text transformer held by an OpenCLIP ``CLIP`` and return pooled and per-position outputs.
 
     Reference ``encode_text`` with ``output_all`` (``model.py:314-329``, ``transformer.py:772-775``).
@@ -98,6 +100,7 @@ def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = N
             returns the tokens of the first ``k`` rows only (all L positions); the other rows are cut after
             their EOT (argmax pooling only) and run in up to two length buckets (:func:`trim_buckets`).
         fused: run the blocks through :func:`~cosmos.models.blocks.run_blocks` (same math).
+        math_attention: see :func:`vision_forward`.
 
     Returns:
         pooled: ``[M, E]``, the unnormalized EOT (argmax id) output after ln_final, ``@ text_projection``.
@@ -107,20 +110,20 @@ def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = N
     if text.ndim != 2 or text.shape[1] != clip.context_length:
         raise ValueError(f"text must be [M, {clip.context_length}] token ids, got {tuple(text.shape)}")
     if token_rows is None or clip.text_pool_type != "argmax" or clip.attn_mask is None or token_rows >= len(text):
-        pooled, tokens = _text_rows(clip, text, fused)
+        pooled, tokens = _text_rows(clip, text, fused, math_attention)
         return pooled, tokens if token_rows is None else tokens[:token_rows]
     # One embedding lookup for all rows: a lookup per bucket would give the [vocab, W] table one dense
     # gradient per bucket to zero-fill and sum in backward.
     embedded = clip.token_embedding(text)
     head = text[:token_rows]
-    pooled, tokens = (_text_rows(clip, head, fused, embedded[:token_rows]) if token_rows
+    pooled, tokens = (_text_rows(clip, head, fused, math_attention, embedded[:token_rows]) if token_rows
                       else (head.new_empty(0), None))
     rest, rest_embedded = text[token_rows:], embedded[token_rows:]
     ends = (rest.argmax(dim=-1) + 1).tolist()  # one host sync: the bucket lengths are shapes
     order, parts = [], []
     for rows, length in trim_buckets(ends):
         index = torch.tensor(rows, device=text.device)
-        parts.append(_text_rows(clip, rest.index_select(0, index)[:, :length], fused,
+        parts.append(_text_rows(clip, rest.index_select(0, index)[:, :length], fused, math_attention,
                                 rest_embedded.index_select(0, index)[:, :length])[0])
         order += rows
     inverse = torch.empty(len(order), dtype=torch.long, device=text.device)
@@ -151,7 +154,7 @@ def trim_buckets(ends: list[int]) -> list[tuple[list[int], int]]:
     return buckets
 
 
-def _text_rows(clip: nn.Module, text: torch.Tensor, fused: bool,
+def _text_rows(clip: nn.Module, text: torch.Tensor, fused: bool, math_attention: bool,
                embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled ``[M, E]`` and tokens ``[M, L', W_t]`` of ``text [M, L']`` (``L' <= context_length``).
 
@@ -162,7 +165,7 @@ def _text_rows(clip: nn.Module, text: torch.Tensor, fused: bool,
     embedded = clip.token_embedding(text) if embedded is None else embedded
     x = embedded.to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
     if fused:
-        x = run_blocks(clip.transformer, x, causal=clip.attn_mask is not None)
+        x = run_blocks(clip.transformer, x, clip.attn_mask is not None, math_attention)
     else:
         mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
         x = clip.transformer(x, attn_mask=mask)

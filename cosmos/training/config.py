@@ -25,7 +25,9 @@ class ModelConfig:
     after their EOT where only the pooled embedding is read, :func:`cosmos.models.towers.text_forward`),
     ``trim_vision`` (crops whose patch tokens are not read run the last block for CLS only) and
     ``shared_cross_kv`` (cross-attention keys/values projected once per sample, not once per view) compute
-    the same function as the stock path; ``docs/training.md`` gives their measured effect.
+    the same function as the stock path; ``math_attention`` picks torch's math SDPA kernel for short
+    low-precision CPU attention (a different kernel, as accurate as flash); ``docs/training.md`` gives
+    their measured effect.
     """
 
     name: str
@@ -33,11 +35,13 @@ class ModelConfig:
     trim_text: bool = True
     trim_vision: bool = True
     shared_cross_kv: bool = True
+    math_attention: bool = True
 
     def speedups(self) -> dict[str, bool]:
         """The switches as :func:`cosmos.models.build_model` keyword arguments."""
         return {"fused_blocks": self.fused_blocks, "trim_text": self.trim_text,
-                "trim_vision": self.trim_vision, "shared_cross_kv": self.shared_cross_kv}
+                "trim_vision": self.trim_vision, "shared_cross_kv": self.shared_cross_kv,
+                "math_attention": self.math_attention}
 
 
 @dataclass(frozen=True)

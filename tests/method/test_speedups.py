@@ -15,7 +15,9 @@ from torch import nn
 
 from cosmos.method import Objective, build_student
 from cosmos.models import build_model
-from cosmos.models.blocks import check_fusable, run_blocks
+import torch.nn.functional as F
+
+from cosmos.models.blocks import MATH_ATTENTION_MAX_KEYS, attention_kernel, check_fusable, run_blocks
 from cosmos.models.towers import text_forward, trim_buckets, vision_forward
 from cosmos.teacher import EMATeacher
 from cosmos.training.optim import build_optimizer
@@ -47,7 +49,8 @@ def _loss_and_grads(student, switches, batch):
     return {k: v.detach() for k, v in losses.items()}, {n: p.grad for n, p in student.named_parameters()}
 
 
-ALL_OFF = {"fused_blocks": False, "trim_text": False, "trim_vision": False, "shared_cross_kv": False}
+ALL_OFF = {"fused_blocks": False, "trim_text": False, "trim_vision": False, "shared_cross_kv": False,
+           "math_attention": False}
 
 
 @pytest.mark.parametrize("off", [{"fused_blocks": False}, {"trim_text": False}, {"trim_vision": False},
@@ -124,6 +127,46 @@ def test_shared_cross_kv_gives_each_view_row_the_tiled_rows_attention():
     for got, want in zip(fast._cross_modal(img_feat, txt_feat, img_tok, txt_tok),
                          slow._cross_modal(img_feat, txt_feat, img_tok, txt_tok)):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_math_attention_is_chosen_only_for_short_low_precision_cpu_attention():
+    def kernel(dtype, keys, on=True):
+        return type(attention_kernel(torch.zeros(1, dtype=dtype), keys, on)).__name__
+    null = "nullcontext"
+    assert kernel(torch.bfloat16, MATH_ATTENTION_MAX_KEYS) != null
+    assert kernel(torch.bfloat16, MATH_ATTENTION_MAX_KEYS + 1) == null
+    assert kernel(torch.float32, 16) == null and kernel(torch.bfloat16, 16, on=False) == null
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernel(torch.float32, 16) != null
+
+
+def test_the_math_kernel_is_as_accurate_as_flash_in_bf16_forward_and_backward():
+    torch.manual_seed(0)
+    q, k, v = (2 * torch.randn(24, 4, 65, 32, dtype=torch.float64) for _ in range(3))
+    exact = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = F.scaled_dot_product_attention(*exact, is_causal=True)
+    grads = torch.autograd.grad(out.square().sum(), exact)
+    errors = {}
+    for on in (True, False):
+        low = [t.to(torch.bfloat16).requires_grad_() for t in (q, k, v)]
+        with attention_kernel(low[0], 65, on):
+            o = F.scaled_dot_product_attention(*low, is_causal=True)
+            g = torch.autograd.grad(o.float().square().sum(), low)
+        errors[on] = [(o.double() - out).abs().mean().item()] + [
+            ((a.double() - b).abs().mean() / b.abs().mean()).item() for a, b in zip(g, grads)]
+    for math_err, flash_err in zip(errors[True], errors[False]):
+        assert math_err <= 1.1 * flash_err, errors
+    assert max(errors[True]) < 2e-2, errors
+
+
+def test_a_bf16_cosmos_step_agrees_with_math_attention_on_and_off():
+    switches, fast, slow = _pair(math_attention=False)
+    batch = make_batch(switches, batch_size=B)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast_losses, _ = _loss_and_grads(fast, switches, batch)
+        slow_losses, _ = _loss_and_grads(slow, switches, batch)
+    for name in slow_losses:  # bf16 rounding of two kernels, far below a training effect
+        torch.testing.assert_close(fast_losses[name], slow_losses[name], atol=2e-2, rtol=1e-2)
 
 
 def test_trim_buckets_minimise_padded_positions():

@@ -55,7 +55,7 @@ def _trainer(out_dir, shards, world=None):
     # batch 4 (a rank) and 8 (one process), and Adam at eps 1e-12 turns that into 3e-5 at step 1. Each
     # speed-up's equality is tested on its own (tests/method/test_speedups.py); this test is about DDP.
     model = ModelConfig("cosmos-tiny", fused_blocks=False, trim_text=False, trim_vision=False,
-                        shared_cross_kv=False)
+                        shared_cross_kv=False, math_attention=False)
     trainer = build_trainer(out_dir=out_dir, shard_dir=shards, seed=0, model=model,
                             optim=OPTIM, train=TRAIN, switches=SWITCHES, **kwargs)
     # A visible teacher move per step (the reference's 0.999 would hide a wrong teacher update in round-off).

@@ -27,9 +27,11 @@ def test_valid_sections_build_typed_configs():
     optim = typed_section(OptimConfig, OPTIM, "optim")
     assert optim.betas == (0.9, 0.98) and isinstance(optim.lr, float)
     model = typed_section(ModelConfig, {"name": "cosmos-tiny", "fused_blocks": True, "trim_text": True,
-                                        "trim_vision": False, "shared_cross_kv": True}, "model")
+                                        "trim_vision": False, "shared_cross_kv": True,
+                                        "math_attention": True}, "model")
     assert model.name == "cosmos-tiny" and model.speedups() == {
-        "fused_blocks": True, "trim_text": True, "trim_vision": False, "shared_cross_kv": True}
+        "fused_blocks": True, "trim_text": True, "trim_vision": False, "shared_cross_kv": True,
+        "math_attention": True}
     _validate()
 
 
