@@ -22,6 +22,7 @@ each tested equal to the stock path):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from open_clip.transformer import VisionTransformer, text_global_pool
 
@@ -55,7 +56,8 @@ def vision_forward(visual: VisionTransformer, images: torch.Tensor, fused: bool 
     Args:
         visual: an OpenCLIP ``VisionTransformer`` (checked by :func:`check_vision_tower`).
         images: ``[N, 3, H, W]``.
-        fused: run the blocks through :func:`~cosmos.models.blocks.run_blocks` (same math).
+        fused: run the blocks through :func:`~cosmos.models.blocks.run_blocks` and the patch embedding as
+            one matmul (:func:`_patch_embed`); the same math.
         token_rows: None returns every row's patch tokens. An int ``k`` (with ``fused``) returns the tokens of
             the first ``k`` rows only; the others run their last block for the CLS position only
             (:func:`~cosmos.models.blocks.run_blocks_pooled_tail`), which leaves their pooled output unchanged.
@@ -67,9 +69,7 @@ def vision_forward(visual: VisionTransformer, images: torch.Tensor, fused: bool 
         tokens: ``[N or k, (H/p) * (W/p), W_v]``, the patch tokens after ln_post, without CLS and before any
             projection.
     """
-    x = visual.conv1(images)  # [N, W_v, gh, gw]
-    grid = (x.shape[-2], x.shape[-1])
-    x = x.flatten(2).transpose(1, 2)  # [N, gh*gw, W_v]
+    x, grid = _patch_embed(visual.conv1, images, fused)  # [N, gh*gw, W_v]
     cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
     x = torch.cat([cls, x], dim=1)
     pos = interpolate_pos_encoding(visual.positional_embedding, grid, tuple(visual.grid_size))
@@ -84,6 +84,24 @@ def vision_forward(visual: VisionTransformer, images: torch.Tensor, fused: bool 
     x = visual.ln_post(x)
     pooled, tokens = x[:, 0], x[:, 1:]
     return pooled @ visual.proj, tokens if token_rows is None else tokens[:token_rows]
+
+
+def _patch_embed(conv: nn.Conv2d, images: torch.Tensor, fused: bool) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``[N, 3, H, W] -> [N, gh*gw, W_v]`` patch tokens (row-major) and the grid ``(gh, gw)``.
+
+    ``conv1`` has kernel = stride = p, no padding and no bias, so it is one matmul of the flattened
+    ``[3, p, p]`` patches with the ``[W_v, 3*p*p]`` weight; ``fused`` computes it that way (the CPU bf16
+    convolution backward is 2-4x slower than the matmul's).
+    """
+    p = conv.kernel_size[0]
+    n, c, h, w = images.shape
+    plain = conv.bias is None and conv.stride == conv.kernel_size and conv.padding == (0, 0) and conv.groups == 1
+    if not fused or not plain or h % p or w % p or conv.kernel_size[0] != conv.kernel_size[1]:
+        x = conv(images)  # [N, W_v, gh, gw]
+        return x.flatten(2).transpose(1, 2), (x.shape[-2], x.shape[-1])
+    gh, gw = h // p, w // p
+    patches = images.reshape(n, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c * p * p)
+    return F.linear(patches, conv.weight.reshape(conv.out_channels, -1)), (gh, gw)
 
 
 def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = None,

@@ -117,6 +117,20 @@ def test_trimmed_vision_keeps_every_pooled_embedding_the_requested_tokens_and_th
     torch.testing.assert_close(g_trim, g_full, **TOL)
 
 
+@pytest.mark.parametrize("size", [32, 16])
+def test_the_matmul_patch_embedding_equals_the_convolution(size):
+    from cosmos.models.towers import _patch_embed
+    torch.manual_seed(0)
+    conv = build_model("cosmos-tiny").visual.conv1
+    images = torch.randn(3, 3, size, size)
+    (fused, grid), (stock, stock_grid) = _patch_embed(conv, images, True), _patch_embed(conv, images, False)
+    assert grid == stock_grid == (size // 4, size // 4)
+    torch.testing.assert_close(fused, stock, atol=1e-5, rtol=1e-5)
+    (g_fused,) = torch.autograd.grad(fused.square().sum(), conv.weight)
+    (g_stock,) = torch.autograd.grad(stock.square().sum(), conv.weight)
+    torch.testing.assert_close(g_fused, g_stock, **TOL)
+
+
 def test_shared_cross_kv_gives_each_view_row_the_tiled_rows_attention():
     torch.manual_seed(0)
     fast, slow = build_model("cosmos-tiny"), build_model("cosmos-tiny", shared_cross_kv=False)
