@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,31 @@ from cosmos.eval import classification as cls_eval
 from cosmos.eval import compositional, retrieval, segmentation
 from cosmos.eval.pictures import save_cross_attention_figure, save_segmentation_grid
 from cosmos.eval.seg_datasets import read_benchmark
-from cosmos.eval.sources import EvalModel, load_eval_models
+from cosmos.eval.sources import EvalModel, load_eval_models, resolve_checkpoint
 from cosmos.io.atomic import atomic_write_text
 
 __all__ = ["models_for", "run_retrieval", "run_classification", "run_segmentation", "run_compositional",
            "write_csv", "read_retrieval_set", "retrieval_chance", "segmentation_chance"]
 
 
+# One stage runs several evaluations of the same weights (ablation_eval: all four); load them once.
+_LOADED: dict[str, dict[str, EvalModel]] = {}
+
+
 def models_for(cfg: dict[str, Any], model_name: str, weights: str | None = None) -> dict[str, EvalModel]:
-    return load_eval_models(cfg["source"], model_name=model_name, weights=weights or cfg["weights"])
+    """The models of ``cfg["source"]``, loaded once per process for the same source, file state and weights."""
+    source, weights = cfg["source"], weights or cfg["weights"]
+    stamp = None
+    if source.get("kind") == "checkpoint":
+        path = resolve_checkpoint(source["path"])
+        stat = path.stat()
+        stamp = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    key = json.dumps([source, model_name, weights, stamp], sort_keys=True, default=str)
+    if key not in _LOADED:
+        while len(_LOADED) >= 2:  # e.g. "both" and segmentation's "teacher" of one checkpoint
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = load_eval_models(source, model_name=model_name, weights=weights)
+    return _LOADED[key]
 
 
 def _source_info(cfg: dict[str, Any], models: dict[str, EvalModel]) -> dict[str, Any]:

@@ -22,6 +22,8 @@ out of the mean (``nanmean``); a class predicted but absent from the ground trut
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,7 +36,7 @@ from cosmos.eval.embed import embed_texts, load_rgb
 from cosmos.eval.seg_datasets import IGNORE_INDEX, SegDataset, SegSettings, load_label
 from cosmos.eval.sources import EvalModel
 
-__all__ = ["preprocess", "class_queries", "slide_logits", "postprocess", "confusion_matrix", "iou_metrics",
+__all__ = ["preprocess", "class_queries", "slide_logits", "slide_logits_batch", "postprocess", "confusion_matrix", "iou_metrics",
            "predict", "evaluate_segmentation"]
 
 
@@ -71,7 +73,15 @@ def _window_logits(em: EvalModel, windows: torch.Tensor, queries: torch.Tensor, 
 def slide_logits(em: EvalModel, img: torch.Tensor, queries: torch.Tensor, crop: int, stride: int,
                  csa: bool = True) -> torch.Tensor:
     """``[Q, h, w]`` cosine logits of a ``[1, 3, h, w]`` image by sliding windows (SCLIP ``forward_slide``)."""
-    _, _, h, w = img.shape
+    return slide_logits_batch(em, img, queries, crop, stride, csa)[0]
+
+
+@torch.no_grad()
+def slide_logits_batch(em: EvalModel, imgs: torch.Tensor, queries: torch.Tensor, crop: int, stride: int,
+                       csa: bool = True) -> torch.Tensor:
+    """``[B, Q, h, w]``: :func:`slide_logits` of each of ``B`` same-size images ``[B, 3, h, w]``, all their
+    windows in one forward (each window is encoded on its own, so batching does not change a logit)."""
+    b, _, h, w = imgs.shape
     n_h = max(h - crop + stride - 1, 0) // stride + 1
     n_w = max(w - crop + stride - 1, 0) // stride + 1
     boxes = []
@@ -79,14 +89,14 @@ def slide_logits(em: EvalModel, img: torch.Tensor, queries: torch.Tensor, crop: 
         for j in range(n_w):
             y2, x2 = min(i * stride + crop, h), min(j * stride + crop, w)
             boxes.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
-    # every window has the same size (min(crop, h), min(crop, w)), so one batch
-    windows = torch.cat([img[..., y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
-    win_logits = _window_logits(em, windows, queries, csa)
-    total = torch.zeros(queries.shape[0], h, w)
-    count = torch.zeros(1, h, w)
-    for (y1, y2, x1, x2), lg in zip(boxes, win_logits):
-        total[:, y1:y2, x1:x2] += lg
-        count[:, y1:y2, x1:x2] += 1
+    # every window has the same size (min(crop, h), min(crop, w)): [B * n_boxes, 3, c_h, c_w], image-major
+    windows = torch.stack([imgs[..., y1:y2, x1:x2] for y1, y2, x1, x2 in boxes], dim=1).flatten(0, 1)
+    win_logits = _window_logits(em, windows, queries, csa).unflatten(0, (b, len(boxes)))
+    total = torch.zeros(b, queries.shape[0], h, w)
+    count = torch.zeros(1, 1, h, w)
+    for k, (y1, y2, x1, x2) in enumerate(boxes):
+        total[..., y1:y2, x1:x2] += win_logits[:, k]
+        count[..., y1:y2, x1:x2] += 1
     return total / count
 
 
@@ -141,23 +151,50 @@ def predict(em: EvalModel, img: Image.Image, out_size: tuple[int, int], queries:
     return postprocess(logits, query_class, n_classes, settings)
 
 
+def _same_size_runs(items: list[tuple[torch.Tensor, Any]], max_len: int):
+    """Consecutive runs of ``(tensor [1, 3, h, w], extra)`` items with equal ``h, w``, at most ``max_len`` long."""
+    run: list = []
+    for item in items:
+        if run and (item[0].shape != run[0][0].shape or len(run) == max_len):
+            yield run
+            run = []
+        run.append(item)
+    if run:
+        yield run
+
+
 def evaluate_segmentation(em: EvalModel, data: SegDataset, templates: list[str], *, csa: bool = True,
-                          keep_examples: int = 0) -> tuple[dict, list[dict], list[tuple]]:
+                          keep_examples: int = 0, batch_images: int = 16) -> tuple[dict, list[dict], list[tuple]]:
     """mIoU over ``data``. Returns ``(metrics, per-class rows, examples)``; examples are up to
-    ``keep_examples`` tuples ``(image uint8 [H, W, 3], prediction [H, W], label [H, W])`` for pictures."""
+    ``keep_examples`` tuples ``(image uint8 [H, W, 3], prediction [H, W], label [H, W])`` for pictures.
+
+    Up to ``batch_images`` consecutive images of equal preprocessed size share one window forward
+    (:func:`slide_logits_batch`); the prediction of each image is the one :func:`predict` makes.
+    """
     n = len(data.class_names)
     queries, owner = class_queries(em, data.class_names, templates)
     cm = np.zeros((n, n), dtype=np.int64)
     examples = []
-    for img_path, lbl_path in tqdm(data.pairs, desc=f"{em.label} {data.name}", leave=False):
-        label = load_label(lbl_path, data.reduce_zero_label)
-        img = load_rgb(img_path)
-        if img.size != (label.shape[1], label.shape[0]):
-            raise ValueError(f"{img_path} is {img.size[::-1]} but its label {lbl_path} is {label.shape}")
-        pred = predict(em, img, label.shape, queries, owner, n, data.settings, csa)
-        cm += confusion_matrix(pred, label, n)
-        if len(examples) < keep_examples:
-            examples.append((np.asarray(img), pred.numpy(), label))
+    progress = tqdm(total=len(data.pairs), desc=f"{em.label} {data.name}", leave=False)
+    for start in range(0, len(data.pairs), batch_images):
+        loaded = []
+        for img_path, lbl_path in data.pairs[start:start + batch_images]:
+            label = load_label(lbl_path, data.reduce_zero_label)
+            img = load_rgb(img_path)
+            if img.size != (label.shape[1], label.shape[0]):
+                raise ValueError(f"{img_path} is {img.size[::-1]} but its label {lbl_path} is {label.shape}")
+            loaded.append((preprocess(img, data.settings.short_side), (img, label)))
+        for run in _same_size_runs(loaded, batch_images):
+            logits = slide_logits_batch(em, torch.cat([x for x, _ in run]), queries, data.settings.crop,
+                                        data.settings.stride, csa)
+            for lg, (_, (img, label)) in zip(logits, run):
+                lg = F.interpolate(lg.unsqueeze(0), size=label.shape, mode="bilinear", align_corners=False)[0]
+                pred = postprocess(lg, owner, n, data.settings)
+                cm += confusion_matrix(pred, label, n)
+                if len(examples) < keep_examples:
+                    examples.append((np.asarray(img), pred.numpy(), label))
+            progress.update(len(run))
+    progress.close()
     res = iou_metrics(cm)
     rows = [{"class": names[0], "iou": float(res["iou"][c]), "acc": float(res["acc"][c]),
              "gt_pixels": int(cm[c].sum()), "pred_pixels": int(cm[:, c].sum())}

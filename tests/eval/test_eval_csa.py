@@ -48,3 +48,22 @@ def test_dense_features_accept_other_sizes():
     model = build_model("cosmos-tiny").eval()
     with torch.no_grad():
         assert dense_features(model.visual, torch.randn(1, 3, 48, 64)).shape == (1, 12, 16, 128)
+
+
+def test_batched_segmentation_equals_one_image_at_a_time(tiny_raw, release_ckpt):
+    from cosmos.eval.seg_datasets import read_benchmark
+    from cosmos.eval.segmentation import evaluate_segmentation
+    from cosmos.eval.sources import load_eval_models
+
+    em = load_eval_models({"kind": "cosmos_release", "path": str(release_ckpt)}, model_name="cosmos-tiny",
+                          weights="teacher")["teacher"]
+    data = read_benchmark("synthetic_bg", str(tiny_raw / "voc_bg"), short_side=64, crop=32, stride=16,
+                          logit_scale=65, prob_thd=0.1, area_thd=0.1)
+    templates = ["a photo of a {}."]
+    one = evaluate_segmentation(em, data, templates, keep_examples=3, batch_images=1)
+    # 5 per batch: the last batch is short, and batches never split an image's windows
+    batched = evaluate_segmentation(em, data, templates, keep_examples=3, batch_images=5)
+    import json  # NaN (absent classes) compares equal in JSON text, not as floats
+    assert json.dumps(one[:2], sort_keys=True) == json.dumps(batched[:2], sort_keys=True)
+    for (img_a, pred_a, lbl_a), (img_b, pred_b, lbl_b) in zip(one[2], batched[2]):
+        assert (pred_a == pred_b).all() and (lbl_a == lbl_b).all() and (img_a == img_b).all()
