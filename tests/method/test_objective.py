@@ -61,10 +61,24 @@ def test_without_cross_attention_its_parameters_get_no_gradient():
             assert grad is not None and torch.any(grad != 0), name
 
 
-def test_teacher_sees_only_the_global_crops_and_captions():
+def record_images(monkeypatch, visual) -> list[tuple]:
+    """Shapes of the image batches ``visual`` embeds (the patch embedding: conv1, or its matmul form)."""
+    from cosmos.models import towers
+
+    seen, embed = [], towers._patch_embed
+
+    def recording(conv, images, fused):
+        if conv is visual.conv1:
+            seen.append(tuple(images.shape))
+        return embed(conv, images, fused)
+
+    monkeypatch.setattr(towers, "_patch_embed", recording)
+    return seen
+
+
+def test_teacher_sees_only_the_global_crops_and_captions(monkeypatch):
     switches, student, teacher, objective, batch = setup("cosmos")
-    seen = {"images": [], "texts": []}
-    teacher.module.visual.conv1.register_forward_pre_hook(lambda m, a: seen["images"].append(tuple(a[0].shape)))
+    seen = {"images": record_images(monkeypatch, teacher.module.visual), "texts": []}
     teacher.module.token_embedding.register_forward_pre_hook(lambda m, a: seen["texts"].append(tuple(a[0].shape)))
     objective(student, teacher, batch, step=0)
     g = switches.global_crop_size
@@ -91,10 +105,9 @@ def test_image_distill_only_teacher_skips_text():
     assert calls == []
 
 
-def test_local_crops_skipped_when_no_loss_reads_them():
+def test_local_crops_skipped_when_no_loss_reads_them(monkeypatch):
     switches, student, teacher, objective, batch = setup("clip_multicrop")
-    sizes = []
-    student.visual.conv1.register_forward_pre_hook(lambda m, a: sizes.append(tuple(a[0].shape)))
+    sizes = record_images(monkeypatch, student.visual)
     objective(student, teacher, batch, step=0)
     assert sizes == [(2 * B, 3, 32, 32)]
 
