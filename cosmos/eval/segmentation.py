@@ -36,8 +36,8 @@ from cosmos.eval.embed import embed_texts, load_rgb
 from cosmos.eval.seg_datasets import IGNORE_INDEX, SegDataset, SegSettings, load_label
 from cosmos.eval.sources import EvalModel
 
-__all__ = ["preprocess", "class_queries", "slide_logits", "slide_logits_batch", "postprocess", "confusion_matrix", "iou_metrics",
-           "predict", "evaluate_segmentation"]
+__all__ = ["preprocess", "class_queries", "slide_logits", "slide_logits_batch", "postprocess", "confusion_matrix",
+           "iou_metrics", "predict", "evaluate_segmentation"]
 
 
 def preprocess(img: Image.Image, short_side: int, long_cap: int = 2048) -> torch.Tensor:

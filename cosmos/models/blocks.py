@@ -14,7 +14,7 @@ still cost copies, and the text tower adds a float causal mask that the attentio
 
 and replaces the ``-inf`` upper-triangular mask by ``is_causal=True`` (the same masked softmax; the fused
 kernel then skips the masked blocks). The result equals the stock forward up to floating-point
-reassociation (tests: ``tests/models/test_blocks.py``). Parameters, state-dict names and initialisation are
+reassociation (tests: ``tests/method/test_speedups.py``). Parameters, state-dict names and initialisation are
 untouched, so checkpoints move freely between the two paths.
 """
 

@@ -19,7 +19,7 @@ __all__ = ["LauncherConfig", "ModelConfig", "OptimConfig", "TrainConfig", "typed
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``model``: an architecture name (``cosmos-tiny``, ``cosmos-small``, ``ViT-B-16``, ...) and four exact speed-ups.
+    """``model``: an architecture name (``cosmos-tiny``, ``cosmos-small``, ``ViT-B-16``, ...) and its speed-up switches.
 
     ``fused_blocks`` (batch-first SDPA blocks, :mod:`cosmos.models.blocks`), ``trim_text`` (caption rows cut
     after their EOT where only the pooled embedding is read, :func:`cosmos.models.towers.text_forward`),
