@@ -3,7 +3,8 @@
 A variant's folder `runs/ablation/<v>/` holds `checkpoints/` (final.pt in the reference layout, as the
 base `pretrain` stage writes it) and `eval/` (CSVs). Metrics go to git-tracked
 `reports/metrics/ablation/<v>.json` (the four evaluations, in the base eval stages' schema) and
-`<v>_train.json` (the training summary).
+`<v>_train.json` (the training summary); per-item scores (for the report's intervals) go to
+`runs/items/<v>/<task>.npz`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from cosmos.ablation.grid import variant_params
-from cosmos.eval.runner import run_classification, run_compositional, run_retrieval, run_segmentation
+from cosmos.eval.runner import items_path, run_classification, run_compositional, run_retrieval, run_segmentation
 from cosmos.io.atomic import atomic_dir, atomic_write_json
 from cosmos.io.provenance import write_run_info
+from cosmos.report.intervals import items_npz
 from cosmos.training.pretrain import launch_pretrain
 
 ROOT = Path("runs/ablation")
@@ -61,10 +63,14 @@ def evaluate_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
     vparams = variant_params(params, name)
     cfg = _variant_eval_config(vparams, name, params["ablation"]["report_weights"])
     metrics: dict[str, Any] = {"variant": name}
+    items: dict[str, dict] = {task: {} for task in EVALS}
     with atomic_dir(variant_dir(name) / "eval") as tmp:
         for task, fn in EVALS.items():
             (tmp / task).mkdir()
-            metrics[task] = fn(cfg, vparams["model"]["name"], tmp / task)
+            metrics[task] = fn(cfg, vparams["model"]["name"], tmp / task, items[task])
         write_run_info(tmp, f"ablation_eval@{name}", {"eval": cfg, "model": vparams["model"]}, vparams.get("seed"))
+    with atomic_dir(items_path(name, "x").parent) as tmp:
+        for task, got in items.items():
+            (tmp / f"{task}.npz").write_bytes(items_npz(got))
     atomic_write_json(variant_metrics_path(name), metrics)
     return metrics

@@ -12,10 +12,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cosmos.eval.embed import embed_images, embed_texts
 from cosmos.eval.sources import EvalModel
+from cosmos.report.intervals import ItemScores
 
 __all__ = ["ImageFolderSet", "read_image_folder", "read_classnames", "read_templates", "imagenet_metadata",
            "zero_shot_classifier", "topk_correct", "evaluate_classification"]
@@ -85,8 +87,10 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Te
 
 
 def evaluate_classification(em: EvalModel, data: ImageFolderSet, classnames: list[str], templates: list[str],
-                            batch_size: int = 64) -> tuple[dict[str, float], list[dict]]:
-    """Top-1/top-5 (percent) and per-class rows ``{class, images, top1, top5}``."""
+                            batch_size: int = 64, items: dict[str, ItemScores] | None = None
+                            ) -> tuple[dict[str, float], list[dict]]:
+    """Top-1/top-5 (percent) and per-class rows ``{class, images, top1, top5}``; ``items``, when given,
+    receives the per-image hits of ``top1`` and ``top5`` (for bootstrap intervals)."""
     if len(classnames) != len(data.folders):
         raise ValueError(f"{len(classnames)} class names for {len(data.folders)} class folders")
     w = zero_shot_classifier(em, classnames, templates)
@@ -103,4 +107,7 @@ def evaluate_classification(em: EvalModel, data: ImageFolderSet, classnames: lis
                      "top5": 100.0 * top5[m].float().mean().item() if n else float("nan")})
     metrics = {"top1": 100.0 * top1.float().mean().item(), "top5": 100.0 * top5.float().mean().item(),
                "images": len(data.paths), "classes": len(classnames)}
+    if items is not None:
+        ones = np.ones(len(data.paths))
+        items.update(top1=ItemScores(top1.double().numpy(), ones), top5=ItemScores(top5.double().numpy(), ones))
     return metrics, rows

@@ -27,14 +27,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cosmos.data.formats.coco import CaptionSet, read_coco_captions
 from cosmos.eval.embed import embed_images, embed_texts
 from cosmos.eval.sources import EvalModel
+from cosmos.report.intervals import ItemScores
 
 __all__ = ["read_coco_captions", "read_karpathy_json", "read_flickr_json", "recall_metrics",
-           "caption_ranks", "evaluate_retrieval", "RECALL_KS"]
+           "caption_ranks", "recall_items", "evaluate_retrieval", "RECALL_KS"]
 
 RECALL_KS = (1, 5, 10)
 
@@ -114,10 +116,33 @@ def recall_metrics(sim: torch.Tensor, caption_to_image, ks=RECALL_KS) -> dict[st
     return out
 
 
-def evaluate_retrieval(em: EvalModel, data: CaptionSet, batch_size: int = 64) -> dict[str, float]:
-    """Embed all images and captions of ``data`` with ``em`` and return :func:`recall_metrics`."""
+def recall_items(sim: torch.Tensor, caption_to_image, ks=RECALL_KS) -> dict[str, ItemScores]:
+    """Per-image parts of every R@K, for bootstrap intervals over images (``cosmos.report.intervals``).
+
+    I2T: image i scores 1 when its rank < K. T2I: image i contributes its captions, ``num`` = how many of
+    them rank their image < K, ``den`` = how many it has (resampling images keeps captions with their image).
+    """
+    i2t, t2i = caption_ranks(sim.float(), torch.as_tensor(caption_to_image))
+    owner = torch.as_tensor(caption_to_image).long()
+    n_img = sim.shape[0]
+    per_image = torch.bincount(owner, minlength=n_img).double().numpy()
+    out = {}
+    for k in ks:
+        out[f"image_to_text_R@{k}"] = ItemScores((i2t < k).double().numpy(), np.ones(n_img))
+        hits = torch.bincount(owner, weights=(t2i < k).double(), minlength=n_img).numpy()
+        out[f"text_to_image_R@{k}"] = ItemScores(hits, per_image)
+    return out
+
+
+def evaluate_retrieval(em: EvalModel, data: CaptionSet, batch_size: int = 64,
+                       items: dict[str, ItemScores] | None = None) -> dict[str, float]:
+    """Embed all images and captions of ``data`` with ``em`` and return :func:`recall_metrics`; ``items``,
+    when given, receives :func:`recall_items` under the same metric names."""
     img = embed_images(em, data.image_paths, batch_size, desc="retrieval images")
     txt = embed_texts(em, data.captions, 4 * batch_size, desc="retrieval captions")
-    metrics = recall_metrics(img @ txt.T, data.caption_to_image)
+    sim = img @ txt.T
+    metrics = recall_metrics(sim, data.caption_to_image)
     metrics.update(images=len(data.image_paths), captions=len(data.captions))
+    if items is not None:
+        items.update(recall_items(sim, data.caption_to_image))
     return metrics

@@ -22,9 +22,10 @@ from cosmos.eval.pictures import save_cross_attention_figure, save_segmentation_
 from cosmos.eval.seg_datasets import read_benchmark
 from cosmos.eval.sources import EvalModel, load_eval_models, resolve_checkpoint
 from cosmos.io.atomic import atomic_write_text
+from cosmos.report.intervals import ItemScores
 
 __all__ = ["models_for", "run_retrieval", "run_classification", "run_segmentation", "run_compositional",
-           "write_csv", "read_retrieval_set", "retrieval_chance", "segmentation_chance"]
+           "write_csv", "items_path", "read_retrieval_set", "retrieval_chance", "segmentation_chance"]
 
 
 # One stage runs several evaluations of the same weights (ablation_eval: all four); load them once.
@@ -83,7 +84,15 @@ def retrieval_chance(caption_to_image: list[int], ks=retrieval.RECALL_KS) -> dic
     return out
 
 
-def run_retrieval(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[str, Any]:
+def _merge(items: dict[str, ItemScores] | None, prefix: str, got: dict[str, ItemScores]) -> None:
+    """Move an evaluator's item scores into ``items`` under their dotted metric path ``prefix.<name>``."""
+    if items is not None:
+        items.update({f"{prefix}.{k}": v for k, v in got.items()})
+
+
+def run_retrieval(cfg: dict[str, Any], model_name: str, out_dir: Path,
+                  items: dict[str, ItemScores] | None = None) -> dict[str, Any]:
+    """``items``, when given, receives per-item scores under the metric paths of the result (every run_*)."""
     data = read_retrieval_set(cfg["retrieval"])
     models = models_for(cfg, model_name)
     result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": retrieval_chance(data.caption_to_image)}
@@ -92,10 +101,12 @@ def run_retrieval(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[s
     for t, owner in enumerate(data.caption_to_image):
         first_caption.setdefault(owner, data.captions[t])
     for label, em in models.items():
-        result[label] = retrieval.evaluate_retrieval(em, data, cfg["batch_size"])
+        got: dict[str, ItemScores] = {}
+        result[label] = retrieval.evaluate_retrieval(em, data, cfg["batch_size"], got)
+        _merge(items, label, got)
         if n_pics and em.is_cosmos:
-            items = [(data.image_paths[i], first_caption[i]) for i in range(min(n_pics, len(data.image_paths)))]
-            save_cross_attention_figure(em, items, out_dir / f"cross_attention_{label}.png")
+            pairs = [(data.image_paths[i], first_caption[i]) for i in range(min(n_pics, len(data.image_paths)))]
+            save_cross_attention_figure(em, pairs, out_dir / f"cross_attention_{label}.png")
     return result
 
 
@@ -108,7 +119,8 @@ def _classification_meta(ccfg: dict[str, Any]) -> tuple[list[str] | None, list[s
     return names, templates
 
 
-def run_classification(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[str, Any]:
+def run_classification(cfg: dict[str, Any], model_name: str, out_dir: Path,
+                       items: dict[str, ItemScores] | None = None) -> dict[str, Any]:
     """Every set in ``classification.datasets``: ``{source, chance: {set: {top1, top5}}, <weights>: {set: metrics}}``
     (the layout of :func:`run_segmentation`), plus ``<weights>_<set>_per_class.csv`` in ``out_dir``."""
     # A set switched off with `-S eval.classification.datasets.<name>=null` is skipped.
@@ -124,7 +136,9 @@ def run_classification(cfg: dict[str, Any], model_name: str, out_dir: Path) -> d
         n = len(classnames)
         result["chance"][name] = {"top1": 100.0 / n, "top5": 100.0 * min(5, n) / n}
         for label, em in models.items():
-            metrics, rows = cls_eval.evaluate_classification(em, data, classnames, templates, cfg["batch_size"])
+            got: dict[str, ItemScores] = {}
+            metrics, rows = cls_eval.evaluate_classification(em, data, classnames, templates, cfg["batch_size"], got)
+            _merge(items, f"{label}.{name}", got)
             result.setdefault(label, {})[name] = {**metrics, "templates": len(templates)}
             write_csv(out_dir / f"{label}_{name}_per_class.csv", rows)
     return result
@@ -143,7 +157,8 @@ def segmentation_chance(gt_pixels: np.ndarray) -> float:
     return float(100 * np.nanmean(iou))
 
 
-def run_segmentation(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[str, Any]:
+def run_segmentation(cfg: dict[str, Any], model_name: str, out_dir: Path,
+                     items: dict[str, ItemScores] | None = None) -> dict[str, Any]:
     scfg = cfg["segmentation"]
     models = models_for(cfg, model_name, scfg["weights"])
     templates = cls_eval.imagenet_metadata()[1] if scfg["templates"] == "openai" else cls_eval.read_templates(scfg["templates"])
@@ -153,8 +168,10 @@ def run_segmentation(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dic
         data = read_benchmark(bench, bcfg.pop("root"), split=bcfg.pop("split", "val"),
                               class_file=bcfg.pop("class_file", None), **bcfg)
         for label, em in models.items():
+            got: dict[str, ItemScores] = {}
             metrics, rows, examples = segmentation.evaluate_segmentation(
-                em, data, templates, csa=scfg["csa"], keep_examples=int(scfg["pictures"]))
+                em, data, templates, csa=scfg["csa"], keep_examples=int(scfg["pictures"]), items=got)
+            _merge(items, f"{label}.{bench}", got)
             result.setdefault(label, {})[bench] = metrics
             write_csv(out_dir / f"{label}_{bench}_per_class.csv", rows)
             result["chance"][bench] = segmentation_chance(np.array([r["gt_pixels"] for r in rows]))
@@ -164,25 +181,47 @@ def run_segmentation(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dic
     return result
 
 
-def run_compositional(cfg: dict[str, Any], model_name: str, out_dir: Path) -> dict[str, Any]:
+def run_compositional(cfg: dict[str, Any], model_name: str, out_dir: Path,
+                      items: dict[str, ItemScores] | None = None) -> dict[str, Any]:
+    """SugarCrepe ``types`` (their ``mean`` is the headline) and, under ``suppression``, the
+    feature-suppression probes ``suppression`` lists (``cosmos/data/synthetic/probes.py``) and their gaps."""
     pcfg = cfg["compositional"]
     models = models_for(cfg, model_name)
-    types = list(pcfg["types"])
-    result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": {t: 50.0 for t in [*types, "mean"]}}
+    types, probes = list(pcfg["types"]), list(pcfg.get("suppression") or [])
+    chance: dict[str, Any] = {t: 50.0 for t in [*types, "mean"]}
+    if probes:
+        chance["suppression"] = {**{t: 50.0 for t in probes}, **{g: 0.0 for g in compositional.suppression_gaps(probes)}}
+    result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": chance}
     for label, em in models.items():
-        result[label] = compositional.evaluate_compositional(em, pcfg["root"], types, pcfg["image_dir"], cfg["batch_size"])
+        got: dict[str, ItemScores] = {}
+        result[label] = compositional.evaluate_compositional(em, pcfg["root"], types, pcfg["image_dir"],
+                                                             cfg["batch_size"], got, suppression=probes)
+        _merge(items, label, got)
     return result
+
+
+ITEMS_ROOT = Path("runs/items")
+
+
+def items_path(run: str, task: str) -> Path:
+    """Per-item scores of one evaluation (``cosmos.report.intervals``): ``runs/items/<run>/<task>.npz``;
+    ``run`` is ``base`` for the ``eval_*`` stages, else the ablation run name."""
+    return ITEMS_ROOT / run / f"{task}.npz"
 
 
 def stage_main(params: dict[str, Any], task: str, fn) -> dict[str, Any]:
     """Body of stage ``eval_<task>``: run ``fn`` into ``runs/eval/<task>`` (atomic folder swap), write
-    ``run_info.json`` there and the metrics to ``reports/metrics/eval_<task>.json``."""
-    from cosmos.io.atomic import atomic_dir, atomic_write_json
+    ``run_info.json`` there, the metrics to ``reports/metrics/eval_<task>.json`` and the per-item scores
+    to :func:`items_path` ``("base", task)``."""
+    from cosmos.io.atomic import atomic_dir, atomic_write_bytes, atomic_write_json
     from cosmos.io.provenance import write_run_info
+    from cosmos.report.intervals import items_npz
 
     cfg = params["eval"]
+    items: dict[str, ItemScores] = {}
     with atomic_dir(Path("runs/eval") / task) as tmp:
-        metrics = fn(cfg, params["model"]["name"], tmp)
+        metrics = fn(cfg, params["model"]["name"], tmp, items)
         write_run_info(tmp, f"eval_{task}", {"eval": cfg, "model": params["model"]}, params.get("seed"))
+    atomic_write_bytes(items_path("base", task), items_npz(items))
     atomic_write_json(f"reports/metrics/eval_{task}.json", metrics)
     return metrics

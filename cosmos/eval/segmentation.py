@@ -35,6 +35,7 @@ from cosmos.eval.csa import dense_features
 from cosmos.eval.embed import embed_texts, load_rgb
 from cosmos.eval.seg_datasets import IGNORE_INDEX, SegDataset, SegSettings, load_label
 from cosmos.eval.sources import EvalModel
+from cosmos.report.intervals import ItemScores
 
 __all__ = ["preprocess", "class_queries", "slide_logits", "slide_logits_batch", "postprocess", "confusion_matrix",
            "iou_metrics", "predict", "evaluate_segmentation"]
@@ -164,9 +165,12 @@ def _same_size_runs(items: list[tuple[torch.Tensor, Any]], max_len: int):
 
 
 def evaluate_segmentation(em: EvalModel, data: SegDataset, templates: list[str], *, csa: bool = True,
-                          keep_examples: int = 0, batch_images: int = 16) -> tuple[dict, list[dict], list[tuple]]:
+                          keep_examples: int = 0, batch_images: int = 16,
+                          items: dict[str, ItemScores] | None = None) -> tuple[dict, list[dict], list[tuple]]:
     """mIoU over ``data``. Returns ``(metrics, per-class rows, examples)``; examples are up to
     ``keep_examples`` tuples ``(image uint8 [H, W, 3], prediction [H, W], label [H, W])`` for pictures.
+    ``items``, when given, receives ``mIoU`` as per-image intersection / union pixels ``[N, C]`` (IoU is
+    additive over images, so the bootstrap resamples images exactly).
 
     Up to ``batch_images`` consecutive images of equal preprocessed size share one window forward
     (:func:`slide_logits_batch`); the prediction of each image is the one :func:`predict` makes.
@@ -174,6 +178,7 @@ def evaluate_segmentation(em: EvalModel, data: SegDataset, templates: list[str],
     n = len(data.class_names)
     queries, owner = class_queries(em, data.class_names, templates)
     cm = np.zeros((n, n), dtype=np.int64)
+    inter, union = [], []
     examples = []
     progress = tqdm(total=len(data.pairs), desc=f"{em.label} {data.name}", leave=False)
     for start in range(0, len(data.pairs), batch_images):
@@ -190,7 +195,11 @@ def evaluate_segmentation(em: EvalModel, data: SegDataset, templates: list[str],
             for lg, (_, (img, label)) in zip(logits, run):
                 lg = F.interpolate(lg.unsqueeze(0), size=label.shape, mode="bilinear", align_corners=False)[0]
                 pred = postprocess(lg, owner, n, data.settings)
-                cm += confusion_matrix(pred, label, n)
+                one = confusion_matrix(pred, label, n)
+                cm += one
+                tp = np.diag(one)
+                inter.append(tp)
+                union.append(one.sum(0) + one.sum(1) - tp)
                 if len(examples) < keep_examples:
                     examples.append((np.asarray(img), pred.numpy(), label))
             progress.update(len(run))
@@ -201,4 +210,6 @@ def evaluate_segmentation(em: EvalModel, data: SegDataset, templates: list[str],
             for c, names in enumerate(data.class_names)]
     metrics = {"mIoU": res["mIoU"], "mAcc": res["mAcc"], "aAcc": res["aAcc"], "images": len(data.pairs),
                "classes": n, "csa": csa, **{k: v for k, v in data.settings.__dict__.items()}}
+    if items is not None:
+        items["mIoU"] = ItemScores(np.stack(inter), np.stack(union))
     return metrics, rows, examples

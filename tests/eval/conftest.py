@@ -46,6 +46,7 @@ def eval_cfg(tiny_raw, release_ckpt) -> dict:
                                               "prob_thd": 0.1, "area_thd": 0.1},
                              "synthetic_stuff": {"root": str(raw / "voc_stuff"), **bench}}},
         "compositional": {"root": str(raw / "sugarcrepe"), "image_dir": "images",
-                          "types": ["replace_att", "replace_obj", "swap_att"]},
+                          "types": ["replace_att", "replace_obj", "swap_att"],
+                          "suppression": ["dominant_obj", "minor_obj", "dominant_att", "minor_att", "minor_pos"]},
         "pictures": {"cross_attention": 2},
     })

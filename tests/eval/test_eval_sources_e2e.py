@@ -103,7 +103,7 @@ def test_release_file_end_to_end(tmp_path, eval_cfg):
         assert (tmp_path / f"teacher_{bench}_per_class.csv").exists()
 
     comp = runner.run_compositional(eval_cfg, "cosmos-tiny", tmp_path)
-    assert set(comp["teacher"]) == {"replace_att", "replace_obj", "swap_att", "mean"}
+    assert set(comp["teacher"]) == {"replace_att", "replace_obj", "swap_att", "mean", "suppression"}
 
 
 def test_stage_writes_metrics_and_run_info(tmp_path, monkeypatch, eval_cfg):
@@ -124,3 +124,30 @@ def test_classification_skips_a_set_switched_off_and_refuses_none(tmp_path, eval
     eval_cfg["classification"]["datasets"]["synthetic_scenes"] = None
     with pytest.raises(ValueError, match="names no set"):
         runner.run_classification(eval_cfg, "cosmos-tiny", tmp_path)
+
+
+def test_item_scores_reproduce_every_metric(tmp_path, eval_cfg):
+    """The per-item scores behind the report's intervals give back each metric exactly."""
+    from cosmos.report.intervals import ItemScores
+
+    eval_cfg["weights"] = "teacher"
+    for fn, task in ((runner.run_retrieval, "retrieval"), (runner.run_classification, "classification"),
+                     (runner.run_segmentation, "segmentation"), (runner.run_compositional, "compositional")):
+        items: dict[str, ItemScores] = {}
+        result = fn(eval_cfg, "cosmos-tiny", tmp_path, items)
+        assert items, task
+        for path, scores in items.items():
+            node = result
+            for part in path.split("."):
+                node = node[part]
+            assert scores.value() == pytest.approx(node, abs=1e-5), (task, path)  # metrics are fp32
+        if task == "retrieval":
+            assert {"teacher.image_to_text_R@1", "teacher.text_to_image_R@10"} <= set(items)
+            assert items["teacher.image_to_text_R@1"].n_items == 12
+        if task == "segmentation":
+            assert items["teacher.synthetic_bg.mIoU"].num.shape == (10, 13)
+        if task == "compositional":
+            sup = result["teacher"]["suppression"]
+            assert sup["gap_obj"] == pytest.approx(sup["dominant_obj"] - sup["minor_obj"])
+            assert result["chance"]["suppression"]["minor_pos"] == 50.0
+            assert "teacher.suppression.minor_obj" in items and "teacher.mean" in items

@@ -5,13 +5,27 @@
 - swap_att: the colours of two differently coloured objects are swapped.
 The positive caption names the same objects with their true attributes, so the pair differs only in the
 probed attribute.
+
+Feature-suppression probes (:func:`suppression_negatives`, scenes with at least two objects): the paper's
+claim is that a CLIP trained on alt text learns the dominant object and suppresses the rest. Each probe
+names one object alone and negates one of its facts:
+
+- dominant_obj / minor_obj: the dominant (largest) / a non-dominant object, shape replaced by one absent
+  from the scene ("A red star." vs "A red heart.");
+- dominant_att / minor_att: the same objects, colour replaced by another colour;
+- minor_pos: a non-dominant object, its 3x3 grid position replaced by the mirrored one
+  ("A red star in the top left corner." vs "... in the bottom right corner.").
+
+Shapes within a scene are distinct, so each negative is false by construction. dominant_* and minor_*
+share their scenes; the gap dominant - minor is the suppression the probe measures (chance 50 each).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from cosmos.data.synthetic.captions import fix_articles
+from cosmos.data.synthetic import vocab
+from cosmos.data.synthetic.captions import _WHERE, fix_articles
 from cosmos.data.synthetic.scene import Scene, SceneConfig, Thing
 
 
@@ -64,3 +78,41 @@ def hard_negatives(scene: Scene, cfg: SceneConfig, rng: np.random.Generator) -> 
             _pair_text(_phrase(b.colour, a.shape), _phrase(a.colour, b.shape), stuff),
         )
     return out
+
+
+SUPPRESSION_TYPES: tuple[str, ...] = ("dominant_obj", "minor_obj", "dominant_att", "minor_att", "minor_pos")
+
+
+def _alone(phrase: str, where: str | None = None) -> str:
+    body = fix_articles(phrase if where is None else f"{phrase} {where}")
+    return f"{body[:1].upper()}{body[1:]}."
+
+
+def _mirrored(position: str) -> str | None:
+    """The grid cell mirrored through the centre; None for the centre cell."""
+    for r, row in enumerate(vocab.POSITIONS):
+        if position in row:
+            mirror = vocab.POSITIONS[2 - r][2 - row.index(position)]
+            return None if mirror == position else mirror
+    raise ValueError(f"unknown position {position!r}")
+
+
+def suppression_negatives(scene: Scene, cfg: SceneConfig, rng: np.random.Generator) -> dict[str, tuple[str, str]]:
+    """{probe_type: (caption, negative_caption)} for :data:`SUPPRESSION_TYPES`; empty for one-object scenes."""
+    things: list[Thing] = scene.things
+    if len(things) < 2:
+        return {}
+    dom, minor = things[0], things[1 + int(rng.integers(len(things) - 1))]
+    absent = [s for s in cfg.shapes if s not in {x.shape for x in things}]
+    out = {}
+    for name, t in (("dominant", dom), ("minor", minor)):
+        if absent:
+            out[f"{name}_obj"] = (_alone(_phrase(t.colour, t.shape)),
+                                  _alone(_phrase(t.colour, str(rng.choice(absent)))))
+        colour = str(rng.choice([c for c in cfg.colours if c != t.colour]))
+        out[f"{name}_att"] = (_alone(_phrase(t.colour, t.shape)), _alone(_phrase(colour, t.shape)))
+    mirror = _mirrored(minor.position)
+    if mirror is not None:
+        phrase = _phrase(minor.colour, minor.shape)
+        out["minor_pos"] = (_alone(phrase, _WHERE[minor.position]), _alone(phrase, _WHERE[mirror]))
+    return {k: out[k] for k in SUPPRESSION_TYPES if k in out}

@@ -8,6 +8,7 @@
 | `voc_bg/`         | VOC21 (with background) | VOC layout + `cls_synthetic_bg.txt`                         |
 | `voc_stuff/`      | COCO-Stuff (no background) | VOC layout + `cls_synthetic_stuff.txt`                   |
 | `sugarcrepe/`     | SugarCrepe              | `images/*.jpg`, `{replace_att,replace_obj,swap_att}.json`   |
+|                   | (+ suppression probes)  | `{dominant,minor}_{obj,att}.json`, `minor_pos.json`         |
 
 Every split draws from its own seed stream, disjoint from the training scenes.
 """
@@ -23,7 +24,7 @@ from cosmos.data.formats import coco, sugarcrepe, voc
 from cosmos.data.images import encode_jpeg
 from cosmos.data.synthetic import vocab
 from cosmos.data.synthetic.captions import STUFF_PHRASE, retrieval_captions
-from cosmos.data.synthetic.probes import hard_negatives
+from cosmos.data.synthetic.probes import SUPPRESSION_TYPES, hard_negatives, suppression_negatives
 from cosmos.data.synthetic.scene import Scene, SceneConfig, sample_rng, sample_scene
 from cosmos.io.atomic import atomic_write_bytes, atomic_write_text
 
@@ -140,13 +141,17 @@ def write_segmentation(bg_root: Path, stuff_root: Path, seed: int, cfg: SceneCon
 
 
 def write_compositional(root: Path, seed: int, cfg: SceneConfig, n: int) -> dict:
-    records: dict[str, list[dict[str, str]]] = {t: [] for t in sugarcrepe.PROBE_TYPES}
+    """SugarCrepe files over `n` scenes: the three SugarCrepe types and the feature-suppression probes
+    (probes.py), the latter from their own random stream so that adding them left the former unchanged."""
+    records: dict[str, list[dict[str, str]]] = {t: [] for t in (*sugarcrepe.PROBE_TYPES, *SUPPRESSION_TYPES)}
     for i in range(n):
         rng = sample_rng(seed, "compose", i)
         scene = sample_scene(rng, cfg)
         name = f"probe_{i:06d}.jpg"
         atomic_write_bytes(root / "images" / name, encode_jpeg(scene.image))
-        for kind, (pos, neg) in hard_negatives(scene, cfg, rng).items():
+        negatives = {**hard_negatives(scene, cfg, rng),
+                     **suppression_negatives(scene, cfg, sample_rng(seed, "suppress", i))}
+        for kind, (pos, neg) in negatives.items():
             records[kind].append({"filename": name, "caption": pos, "negative_caption": neg})
     for kind, recs in records.items():
         sugarcrepe.write_probe(root, kind, recs)
