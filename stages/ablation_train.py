@@ -1,13 +1,20 @@
-"""DVC stage `ablation_train@<variant>`: pre-train one variant of the ablation grid.
+"""DVC stages `ablation_train@<variant>` and `ablation_seed_train@<variant>-<seed>`: pre-train one run of the grid.
 
-Usage: python stages/ablation_train.py <variant>. Reads the base sections plus ablation.variants.<variant>.
-Writes runs/ablation/<variant>/checkpoints (final.pt + run_info.json) and reports/metrics/ablation/<variant>_train.json.
+Usage: python stages/ablation_train.py <variant> [--seed N]. Reads the base sections plus
+ablation.variants.<variant>; `--seed` trains the replicate at extra seed N (ablation.extra_seeds).
+Writes runs/ablation/<run>/checkpoints (final.pt + run_info.json) and reports/metrics/ablation/<run>_train.json,
+where <run> is <variant> or <variant>-s<N>.
 """
 
-import sys
+import argparse
 
 from cosmos.ablation.run import train_variant
 from cosmos.stage import run_stage
 
 if __name__ == "__main__":
-    run_stage(f"ablation_train@{sys.argv[1]}", lambda params: train_variant(params, sys.argv[1]))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("variant")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    stage = f"ablation_train@{args.variant}" if args.seed is None else f"ablation_seed_train@{args.variant}-{args.seed}"
+    run_stage(stage, lambda params: train_variant(params, args.variant, args.seed))

@@ -56,8 +56,9 @@ def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _report_rows(path: Path) -> dict[str, dict[str, str]]:
+    """CSV rows by variant label, without the " [n seeds]" suffix."""
     with open(path, newline="") as f:
-        return {row["variant"]: row for row in csv.DictReader(f)}
+        return {row["variant"].rsplit(" [", 1)[0]: row for row in csv.DictReader(f)}
 
 
 def test_whole_pipeline_on_the_debug_profile(tmp_path):
@@ -67,7 +68,8 @@ def test_whole_pipeline_on_the_debug_profile(tmp_path):
     (repo / "params.yaml").write_text(compose_params(["profile=debug"]))
     first = _dvc(repo, "repro")
     for stage in ("download", "shard", "pretrain", "eval_retrieval", "eval_classification", "eval_seg",
-                  "eval_compositional", "ablation_train@clip", "ablation_eval@silc", "ablation_tables"):
+                  "eval_compositional", "ablation_train@clip", "ablation_eval@silc", "ablation_seed_train@base-1",
+                  "ablation_seed_eval@base-1", "ablation_tables"):
         assert f"Running stage '{stage}'" in first.stdout, stage
 
     raw, shards = repo / "data" / "synthetic" / "raw", repo / "data" / "synthetic" / "shards"
@@ -83,16 +85,28 @@ def test_whole_pipeline_on_the_debug_profile(tmp_path):
 
     report = repo / "reports" / "ablation"
     summary = json.loads((repo / "reports" / "metrics" / "ablation.json").read_text())
-    assert summary["missing"] == [] and summary["variants_found"] == 5
+    assert summary["missing"] == [] and summary["runs_found"] == 6
     rows = _report_rows(report / "baselines.csv")
     expected = {"CLIP (alt text)", "SiLC", "base (cosmos)"}
     for label in expected:
         values = [float(v) for k, v in rows[label].items() if k != "variant"]
         assert values and all(math.isfinite(v) for v in values), (label, rows[label])
-    assert "Variants expected but not found: none" in (report / "report.md").read_text()
-    for name in ("cumulative", "text_crop", "cross_attention", "data_size", "baselines"):
+        assert "Comp. acc lo" in rows[label]
+    with open(report / "baselines.csv", newline="") as f:
+        labels = [row["variant"] for row in csv.DictReader(f)]
+    assert "base (cosmos) [2 seeds]" in labels and "SiLC [1 seed]" in labels
+    text = (report / "report.md").read_text()
+    assert "Runs expected but not found: none" in text
+    for section in ("## Paper claims", "## Feature suppression", "## Learning curves", "## Cross-attention maps"):
+        assert section in text, section
+    assert "not measurable" in text  # the debug grid lacks most Table 5 rows
+    assert set(summary["claims"].values()) <= {"reproduced", "not reproduced", "not measurable"}
+    for name in ("cumulative", "text_crop", "cross_attention", "data_size", "baselines", "suppression"):
         assert (report / f"{name}.tex").read_text().count(r"\toprule") == 1
-    assert (report / "data_size.png").stat().st_size > 1000
+    for png in ("data_size.png", "learning_curves.png", "cross_attention.png"):
+        assert (report / png).stat().st_size > 1000, png
+    curve = json.loads((repo / "runs" / "curves" / "base-s1.json").read_text())
+    assert curve["step"] == [5.0, 10.0] and len(curve["teacher_t2i_R@1"]) == 2
 
     second = _dvc(repo, "repro")
     assert "Running stage" not in second.stdout
@@ -104,8 +118,11 @@ def test_whole_pipeline_on_the_debug_profile(tmp_path):
     exp = _dvc(repo, "exp", "run", "-S", "profile=debug", "-S", "distill.text_crop=false")
     assert "Running stage 'pretrain'" in exp.stdout
     assert "Running stage 'ablation_train@" not in exp.stdout, "no variant reads the base distill section"
+    assert "Running stage 'ablation_seed_train@base-1'" in exp.stdout, "the base's replicate follows the base"
     diff = json.loads(_dvc(repo, "params", "diff", "HEAD", "--json").stdout)["params.yaml"]
-    assert set(diff) == {"distill.text_crop"} and diff["distill.text_crop"]["new"] is False
+    # the base's own entry in the variant table (`${distill}`, for its replicates) follows it
+    assert set(diff) == {"distill.text_crop", "ablation.variants.base.distill.text_crop"}
+    assert diff["distill.text_crop"]["new"] is False
     after = _report_rows(report / "baselines.csv")
     for label in ("CLIP (alt text)", "SiLC"):
         assert after[label] == rows[label], label

@@ -6,6 +6,12 @@ its overrides merged in (nested dicts merge key by key, everything else replaces
 own `distill` section (through Hydra package-targeted defaults), so changing the base method with
 `dvc exp run -S distill.text_crop=false` changes the base row only, while a change to the shared training
 budget (`train`, `optim`, `model`, `data`) reaches every variant that does not override it.
+
+Seeds: each variant trains once at the top-level `seed` (run name = the variant name). The variants listed in
+`ablation.replicated` train again at each of `ablation.extra_seeds` (run name `<variant>-s<seed>`; the
+seed changes initialisation, shuffling and augmentation, not the data). `base` may be replicated: its
+entry in the variant table is the base `distill` itself (`${distill}`), so a replicate follows any
+`-S distill.<key>=...` change of the base.
 """
 
 from __future__ import annotations
@@ -65,3 +71,34 @@ def variant_label(params: Mapping[str, Any], name: str) -> str:
     if name == BASE:
         return "base (" + str(params["distill"]["method"]) + ")"
     return str((params["ablation"]["variants"][name] or {}).get("label", name))
+
+
+def run_name(variant: str, seed: int | None = None) -> str:
+    """The run of ``variant`` at the top-level seed (``seed=None``) or at extra seed ``seed``."""
+    return variant if seed is None else f"{variant}-s{seed}"
+
+
+def extra_seed_runs(params: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """``(variant, seed)`` of every replicate the pipeline trains, validated against the variant table."""
+    ablation = params["ablation"]
+    seeds, replicated = list(ablation.get("extra_seeds") or []), list(ablation.get("replicated") or [])
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool):
+            raise ValueError(f"ablation.extra_seeds: {s!r} is not an integer seed")
+    if len(set(seeds)) != len(seeds) or params.get("seed") in seeds:
+        raise ValueError(f"ablation.extra_seeds={seeds} must be distinct and differ from seed={params.get('seed')} "
+                         "(the seed every variant already trains at)")
+    unknown = [v for v in replicated if v not in ablation["variants"]]
+    if unknown:
+        raise ValueError(f"ablation.replicated lists {unknown}, which ablation.variants does not define")
+    runs = set(variant_names(params)) | {BASE}
+    absent = [v for v in replicated if v not in runs]
+    if absent:
+        raise ValueError(f"ablation.replicated lists {absent}, which ablation.run does not train: add them to "
+                         "ablation.run or remove them from ablation.replicated")
+    return [(v, s) for v in replicated for s in seeds]
+
+
+def runs_of(params: Mapping[str, Any], variant: str) -> list[str]:
+    """Run names behind one row of the report: the variant at the top-level seed, then its replicates."""
+    return [variant] + [run_name(v, s) for v, s in extra_seed_runs(params) if v == variant]

@@ -13,12 +13,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from cosmos.ablation.grid import variant_params
+from cosmos.ablation.grid import extra_seed_runs, run_name, variant_params
 from cosmos.eval.runner import items_path, run_classification, run_compositional, run_retrieval, run_segmentation
 from cosmos.io.atomic import atomic_dir, atomic_write_json
 from cosmos.io.provenance import write_run_info
 from cosmos.report.intervals import items_npz
 from cosmos.training.pretrain import launch_pretrain
+from cosmos.training.validation import read_curve
 
 ROOT = Path("runs/ablation")
 METRICS = Path("reports/metrics/ablation")
@@ -30,6 +31,11 @@ EVALS = {
 }
 
 
+def curve_path(run: str) -> Path:
+    """The learning curves of a run (``cosmos.training.validation.read_curve``); ``base`` = stage pretrain."""
+    return Path("runs/curves") / f"{run}.json"
+
+
 def variant_dir(name: str) -> Path:
     return ROOT / name
 
@@ -39,11 +45,22 @@ def variant_metrics_path(name: str) -> Path:
     return METRICS / f"{name}.json"
 
 
-def train_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """Pre-train variant `name` into runs/ablation/<name>/ and return the training summary."""
+def _run_params(params: dict[str, Any], name: str, seed: int | None) -> tuple[str, dict[str, Any]]:
+    """(run name, params) of variant `name` at the top-level seed or at extra seed `seed`."""
     vparams = variant_params(params, name)
-    summary = launch_pretrain(vparams, variant_dir(name), Path(vparams["data"]["root"]) / "shards")
-    atomic_write_json(METRICS / f"{name}_train.json", summary)
+    if seed is not None:
+        if (name, seed) not in extra_seed_runs(params):
+            raise ValueError(f"{name} at seed {seed} is not in the grid: ablation.replicated x ablation.extra_seeds")
+        vparams["seed"] = seed
+    return run_name(name, seed), vparams
+
+
+def train_variant(params: dict[str, Any], name: str, seed: int | None = None) -> dict[str, Any]:
+    """Pre-train variant `name` (at extra seed `seed`, if given) into runs/ablation/<run>/; returns the summary."""
+    run, vparams = _run_params(params, name, seed)
+    summary = launch_pretrain(vparams, variant_dir(run), Path(vparams["data"]["root"]) / "shards")
+    atomic_write_json(curve_path(run), read_curve(variant_dir(run) / "live", vparams["train"]["batch_size"]))
+    atomic_write_json(METRICS / f"{run}_train.json", summary)
     return summary
 
 
@@ -58,11 +75,12 @@ def _variant_eval_config(vparams: dict[str, Any], name: str, weights: str) -> di
     return cfg
 
 
-def evaluate_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """Run every evaluation of the base pipeline on variant `name`; writes reports/metrics/ablation/<name>.json."""
-    vparams = variant_params(params, name)
+def evaluate_variant(params: dict[str, Any], name: str, seed: int | None = None) -> dict[str, Any]:
+    """Run every evaluation of the base pipeline on variant `name` (at extra seed `seed`, if given); writes
+    reports/metrics/ablation/<run>.json and runs/items/<run>/."""
+    name, vparams = _run_params(params, name, seed)
     cfg = _variant_eval_config(vparams, name, params["ablation"]["report_weights"])
-    metrics: dict[str, Any] = {"variant": name}
+    metrics: dict[str, Any] = {"variant": name, "seed": vparams["seed"]}
     items: dict[str, dict] = {task: {} for task in EVALS}
     with atomic_dir(variant_dir(name) / "eval") as tmp:
         for task, fn in EVALS.items():

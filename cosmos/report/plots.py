@@ -54,3 +54,20 @@ def benchmark_bars(tidy: pd.DataFrame, path: Path, title: str) -> Path:
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=7, ncols=2)
     return _save(fig, path)
+
+
+def learning_curves(tidy: pd.DataFrame, path: Path, title: str) -> Path:
+    """R@1 against samples seen, one colour per `variant`, one panel per `metric`; seeds give the band.
+
+    `tidy` columns: variant, seed, samples, metric, value.
+    """
+    metrics = list(dict.fromkeys(tidy["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part = tidy[tidy["metric"] == metric]
+        sns.lineplot(data=part, x="samples", y="value", hue="variant", errorbar=("pi", 100), marker="o",
+                     markersize=3, ax=ax)
+        ax.set(title=metric, xlabel="training samples seen", ylabel="R@1 (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, y=1.04)
+    return _save(fig, path)

@@ -79,6 +79,9 @@ class TrainConfig:
     max_steps: int
     device: str
     tune_malloc: bool = True  # keep freed memory in the heap (cosmos.training.runtime): no page faults per step
+    val_every: int = 0  # steps between learning-curve points (cosmos.training.validation); 0: no curve
+    val_images: int = 200  # images of the curve's retrieval subset
+    val_root: str | None = None  # COCO-layout retrieval set of the curve (null: no curve)
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,8 @@ def validate_train(train: TrainConfig, optim: OptimConfig, launcher: LauncherCon
         (train.log_every >= 1, f"train.log_every={train.log_every} must be >= 1"),
         (train.max_steps >= 0, f"train.max_steps={train.max_steps} must be >= 0 (0: no limit)"),
         (train.device in ("auto", "cpu", "cuda"), f"train.device={train.device!r} must be auto, cpu or cuda"),
+        (train.val_every >= 0, f"train.val_every={train.val_every} must be >= 0 (0: no learning curve)"),
+        (train.val_images >= 2, f"train.val_images={train.val_images} must be >= 2"),
         (optim.lr > 0, f"optim.lr={optim.lr} must be > 0"),
         (all(0 <= b < 1 for b in optim.betas), f"optim.betas={list(optim.betas)} must lie in [0, 1)"),
         (optim.weight_decay >= 0, f"optim.weight_decay={optim.weight_decay} must be >= 0"),

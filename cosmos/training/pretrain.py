@@ -31,6 +31,7 @@ from cosmos.training.distributed import World, cuda_index, wrap_ddp
 from cosmos.training.loop import Trainer, config_fingerprint
 from cosmos.training.optim import build_optimizer
 from cosmos.training.runtime import tune_malloc
+from cosmos.training.validation import RetrievalCurve
 from cosmos.training.precision import Precision
 
 __all__ = ["build_trainer", "launch_pretrain", "pick_device", "pretrain"]
@@ -66,7 +67,8 @@ def run_fingerprint(*, seed: int, model: ModelConfig, optim: OptimConfig, train:
     """The hash of what shapes the numbers; resume, logging and checkpoint cadence may change between restarts."""
     shaping = {"seed": seed, "model": asdict(model), "optim": asdict(optim), "distill": asdict(switches),
                **{k: v for k, v in asdict(train).items()
-                  if k not in ("resume", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "device")}}
+                  if k not in ("resume", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "device",
+                               "val_every", "val_images", "val_root")}}
     return config_fingerprint(shaping)
 
 
@@ -122,8 +124,26 @@ def _resume(trainer: Trainer, resume: str, folder: CheckpointDir) -> None:
     trainer.load(load_checkpoint_file(resume))
 
 
-def pretrain(trainer: Trainer, live_dir: str | Path | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Train ``trainer`` to the end with a tqdm bar and dvclive metrics; return the summary metrics."""
+def learning_curve(trainer: Trainer, train: TrainConfig) -> RetrievalCurve | None:
+    """The run's :class:`~cosmos.training.validation.RetrievalCurve`, or None when ``train`` asks for none."""
+    if not train.val_every or not train.val_root:
+        return None
+    if not Path(train.val_root).is_dir():
+        raise FileNotFoundError(f"train.val_root={train.val_root} does not exist: point it at a COCO-layout "
+                                "retrieval set, or set train.val_every=0 to train without a learning curve")
+    student = trainer.student.module if hasattr(trainer.student, "module") else trainer.student
+    size = student.visual.image_size
+    return RetrievalCurve(train.val_root, train.val_images, int(size[0] if isinstance(size, (tuple, list)) else size),
+                          build_tokenizer(student.context_length))
+
+
+def pretrain(trainer: Trainer, live_dir: str | Path | None = None, show_progress: bool = True,
+             curve: RetrievalCurve | None = None, val_every: int = 0) -> dict[str, Any]:
+    """Train ``trainer`` to the end with a tqdm bar and dvclive metrics; return the summary metrics.
+
+    With a ``curve``, every ``val_every`` steps and at the last step its R@1 values are logged as
+    ``val/<weights>_*`` (the learning curves of the report); the summary carries the last of them.
+    """
     from tqdm import tqdm
 
     last: dict[str, float] = {}
@@ -143,7 +163,22 @@ def pretrain(trainer: Trainer, live_dir: str | Path | None = None, show_progress
                 live.log_metric(f"train/{key}", value)
             live.next_step()
 
-    trainer.log, trainer.progress = log, bar.update
+    def on_step(n: int) -> None:
+        bar.update(n)
+        step = trainer.position.step
+        if curve is None or not (step % val_every == 0 or step == trainer.total_steps):
+            return
+        models = {"student": trainer.student}
+        if trainer.teacher is not None:
+            models["teacher"] = trainer.teacher.module
+        values = curve(models)
+        last.update({f"val/{k}": v for k, v in values.items()})
+        if live is not None:
+            live.step = step
+            for key, value in values.items():
+                live.log_metric(f"val/{key}", value)
+
+    trainer.log, trainer.progress = log, on_step
     start, first_step = time.perf_counter(), trainer.position.step
     position = trainer.fit()
     bar.close()
@@ -153,7 +188,8 @@ def pretrain(trainer: Trainer, live_dir: str | Path | None = None, show_progress
     steps = position.step - first_step
     return {
         "steps": position.step, "epochs_completed": position.epoch, "finished": position.step == trainer.total_steps,
-        "final": {k: v for k, v in last.items() if k != "samples_per_s"},
+        "final": {k: v for k, v in last.items() if k != "samples_per_s" and not k.startswith("val/")},
+        "curve": {k[4:]: v for k, v in last.items() if k.startswith("val/")},
         "samples_per_s": steps * trainer.loader.batch * trainer.loader.world / seconds if steps else None,
         "seconds": round(seconds, 2), "bad_samples": sum(trainer.bad_samples.values()),
     }
@@ -188,7 +224,9 @@ def run_pretrain(params: dict[str, Any], out_dir: str, live_dir: str, shard_dir:
     world = init_distributed(pick_device(train.device, World()))
     trainer = build_trainer(out_dir=out_dir, shard_dir=shard_dir, seed=params["seed"], model=sections["model"],
                             optim=sections["optim"], train=train, switches=sections["switches"], world=world)
-    summary = pretrain(trainer, live_dir=live_dir if world.is_main else None, show_progress=world.is_main)
+    curve = learning_curve(trainer, train) if world.is_main else None
+    summary = pretrain(trainer, live_dir=live_dir if world.is_main else None, show_progress=world.is_main,
+                       curve=curve, val_every=train.val_every)
     if world.is_main:
         if summary["finished"]:
             summary["checkpoint"] = CheckpointDir(out_dir).finalize().name

@@ -58,3 +58,44 @@ def test_bad_variant_tables_are_named(params):
     with pytest.raises(ValueError, match=r"cannot override \['data'\]"):
         variant_params(broken, "clip")
     assert variant_label(params, BASE) == "base (cosmos)"
+
+
+def test_replicates_are_the_seed_axis(params):
+    from cosmos.ablation.grid import extra_seed_runs, run_name, runs_of
+
+    runs = extra_seed_runs(params)
+    assert runs == [(v, 1) for v in params["ablation"]["replicated"]]
+    assert {"base", "clip", "clip_long", "no_cross_attn"} <= {v for v, _ in runs}
+    assert runs_of(params, "clip") == ["clip", "clip-s1"] and runs_of(params, "no_text_crop") == ["no_text_crop"]
+    assert run_name("base", 2) == "base-s2"
+    three = yaml.safe_load(compose_params(["ablation.extra_seeds=[1,2]"]))
+    assert runs_of(three, BASE) == ["base", "base-s1", "base-s2"]
+
+
+def test_the_base_replicate_follows_the_base_config(params):
+    assert variant_params(params, BASE)["distill"] == params["distill"]
+    changed = yaml.safe_load(compose_params(["distill.text_crop=false"]))
+    assert variant_params(changed, BASE)["distill"]["text_crop"] is False
+
+
+def test_bad_seed_axes_are_named(params):
+    from cosmos.ablation.grid import extra_seed_runs
+
+    for seeds, match in (([0], "differ from seed=0"), ([1, 1], "distinct"), (["a"], "not an integer")):
+        broken = yaml.safe_load(compose_params())
+        broken["ablation"]["extra_seeds"] = seeds
+        with pytest.raises(ValueError, match=match):
+            extra_seed_runs(broken)
+    broken = yaml.safe_load(compose_params())
+    broken["ablation"]["replicated"] = ["silc"]
+    with pytest.raises(ValueError, match=r"\['silc'\], which ablation.run does not train"):
+        extra_seed_runs(broken)
+    full = yaml.safe_load(compose_params(["ablation=full"]))
+    assert len(full["ablation"]["run"]) == 12 and extra_seed_runs(full) == extra_seed_runs(params)
+
+
+def test_a_replicate_outside_the_grid_is_refused(params):
+    from cosmos.ablation.run import train_variant
+
+    with pytest.raises(ValueError, match="silc at seed 1 is not in the grid"):
+        train_variant(params, "silc", 1)

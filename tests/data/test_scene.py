@@ -104,3 +104,47 @@ def test_scene_classification_forces_one_background(scene_cfg):
 def test_invalid_generator_parameters_name_the_parameter(kwargs, names):
     with pytest.raises(ValueError, match=f"data.generator.{names}"):
         SceneConfig(**kwargs)
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_suppression_probes_are_true_by_construction(scene_cfg, index):
+    """Each probe names one object; its negative changes exactly one fact into a false one."""
+    from cosmos.data.synthetic.captions import _WHERE
+    from cosmos.data.synthetic.probes import SUPPRESSION_TYPES, suppression_negatives
+
+    scene = sample_scene(sample_rng(3, "compose", index), scene_cfg)
+    probes = suppression_negatives(scene, scene_cfg, sample_rng(3, "suppress", index))
+    if len(scene.things) < 2:
+        assert probes == {}
+        return
+    assert set(probes) <= set(SUPPRESSION_TYPES) and {"dominant_att", "minor_att"} <= set(probes)
+    present = {(t.colour, t.shape) for t in scene.things}
+    dom = scene.things[0]
+    for kind, (pos, neg) in probes.items():
+        changed = [(a, b) for a, b in zip(pos.rstrip(".").split(" "), neg.rstrip(".").split(" ")) if a != b]
+        assert 1 <= len(changed) <= 3, (pos, neg)  # one word, or one position phrase
+        if kind.startswith("dominant"):
+            assert f"{dom.colour} {dom.shape}" in pos, (kind, pos)
+        if kind.endswith("_obj") or kind.endswith("_att"):
+            words = neg.rstrip(".").split(" ")
+            assert (words[-2], words[-1]) not in present, (kind, neg)  # the negative object is not in the scene
+        if kind == "minor_pos":
+            minor = next(t for t in scene.things[1:] if f"{t.colour} {t.shape}" in pos)
+            assert pos.endswith(f"{_WHERE[minor.position]}.") and not neg.endswith(f"{_WHERE[minor.position]}.")
+
+
+def test_suppression_probes_leave_the_sugarcrepe_files_unchanged(tmp_path, scene_cfg):
+    """The probes draw from their own stream: the three SugarCrepe files are what they were without them."""
+    import json
+
+    from cosmos.data.synthetic.probes import hard_negatives
+    from cosmos.data.synthetic.write_benchmarks import write_compositional
+
+    counts = write_compositional(tmp_path, 5, scene_cfg, 12)
+    assert counts["minor_obj"] == counts["dominant_obj"] > 0
+    doc = json.loads((tmp_path / "replace_att.json").read_text())
+    for i in range(12):
+        rng = sample_rng(5, "compose", i)
+        scene = sample_scene(rng, scene_cfg)
+        pos, neg = hard_negatives(scene, scene_cfg, rng)["replace_att"]
+        assert doc[str(i)] == {"filename": f"probe_{i:06d}.jpg", "caption": pos, "negative_caption": neg}
