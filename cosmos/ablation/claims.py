@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from cosmos.ablation.grid import BASE
 from cosmos.report.intervals import Estimate, format_interval
 
@@ -103,6 +105,9 @@ def check_claim(claim: Claim, est: EstimateFn, trained: set[str]) -> Verdict:
         diff = _combine(est, term)
         if diff is None:
             return Verdict(claim, "not measurable", (f"{term.label}: metric {term.metric} missing",))
+        if not (np.isfinite(diff.lo) and np.isfinite(diff.hi)):
+            return Verdict(claim, "not measurable", (f"{term.label}: no item scores, so no interval "
+                                                     "(re-run the evaluation stages)",))
         verdict = diff.verdict()
         all_gain &= verdict == "gain"
         word = {"gain": "gain", "loss": "loss", "none": "no measurable difference"}[verdict]

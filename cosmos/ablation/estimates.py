@@ -75,14 +75,14 @@ def load_run_results(params: Mapping[str, Any], metrics_dir: str | Path = "repor
 
 
 def _run_estimate(res: RunResults, runs: list[str], path: str, key: str) -> Estimate | None:
-    """Estimate of a stored metric over ``runs``; the point alone (zero-width) when a run lacks items."""
+    """Estimate of a stored metric over ``runs``; the point alone (no interval) when a run lacks items."""
     points = [lookup(res.metrics[r], path) for r in runs]
     if not runs or any(p is None for p in points):
         return None
     per_seed = [res.items.get(r, {}).get(path) for r in runs]
     if any(s is None for s in per_seed):
         mean = float(np.mean(points))
-        return Estimate(mean, np.full(1, mean), len(runs))
+        return Estimate(mean, np.full(1, np.nan), len(runs))
     return estimate(per_seed, key)
 
 

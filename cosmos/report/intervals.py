@@ -146,6 +146,8 @@ def format_interval(est: Estimate | None, digits: int = 1, signed: bool = False)
     if est is None or not np.isfinite(est.point):
         return "–"
     sign = "+" if signed else ""
+    if not (np.isfinite(est.lo) and np.isfinite(est.hi)):
+        return f"{est.point:{sign}.{digits}f} (no interval)"
     return f"{est.point:{sign}.{digits}f} [{est.lo:.{digits}f}, {est.hi:.{digits}f}]"
 
 

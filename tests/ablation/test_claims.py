@@ -93,3 +93,10 @@ def test_claims_use_the_report_weights(weights):
     metrics = {t.metric for c in paper_claims(weights) for t in c.terms}
     assert f"retrieval.{weights}.mean_R@1" in metrics
     assert "segmentation.teacher.synthetic_bg.mIoU" in metrics  # segmentation is always the teacher's
+
+
+def test_a_difference_without_an_interval_is_not_measurable():
+    def est(variant, metric):
+        return Estimate({"base": 5.0, "no_cross_attn": 4.0}[variant], np.full(1, np.nan), 1)
+    v = check_claim(_claim("Cross-attention helps"), est, {"base", "no_cross_attn"})
+    assert v.status == "not measurable" and "no item scores" in v.details[0]

@@ -105,3 +105,8 @@ def test_items_archive_round_trip(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="bad.npz: not a readable item-scores archive"):
         load_items(tmp_path / "bad.npz")
+
+
+def test_an_estimate_without_replicates_says_so():
+    assert format_interval(Estimate(3.0, np.full(1, np.nan), 1)) == "3.0 (no interval)"
+    assert Estimate(3.0, np.full(1, np.nan), 1).verdict() == "none"
