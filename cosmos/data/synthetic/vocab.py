@@ -34,8 +34,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "pink": (245, 120, 190),
 }
 
-# Object radius as a fraction of the image side.
-SIZES: dict[str, float] = {"small": 0.10, "medium": 0.16, "large": 0.25}
+# Object radius as a fraction of the image side (was 0.10 / 0.16 / 0.25: too small to tell shapes apart after the 64 -> 32 px crop).
+SIZES: dict[str, float] = {"small": 0.14, "medium": 0.22, "large": 0.32}
 
 # Stuff (background) classes, each with its own procedural texture (textures.py).
 STUFF: tuple[str, ...] = ("sky", "grass", "water", "sand", "wall", "snow")
