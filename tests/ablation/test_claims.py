@@ -75,10 +75,13 @@ def test_a_missing_metric_is_not_measurable():
 
 
 def test_suppression_claim_reads_the_gap():
-    gap = "compositional.teacher.suppression.gap_obj"
-    v = check_claim(_claim("CLIP on alt text suppresses"), _table({"clip": {gap: 15.0}, "base": {gap: 3.0}}),
-                    {"clip", "base"})
-    assert v.status == "reproduced" and v.details[0].startswith("gap(CLIP) - gap(COSMOS): +12.0")
+    obj, att = ("compositional.teacher.suppression.gap_obj", "compositional.teacher.suppression.gap_att")
+    tables = {"clip": {obj: 15.0, att: 20.0}, "base": {obj: 3.0, att: 5.0}}
+    v = check_claim(_claim("CLIP on alt text suppresses"), _table(tables), {"clip", "base"})
+    assert v.status == "reproduced" and v.details[0].startswith("gap(CLIP) - gap(COSMOS), obj: +12.0")
+    tables["base"][obj] = 15.2  # one gap no different: the claim needs both
+    v = check_claim(_claim("CLIP on alt text suppresses"), _table(tables), {"clip", "base"})
+    assert v.status == "not reproduced" and "no measurable difference" in v.details[0]
 
 
 def test_markdown_has_one_row_per_claim():
