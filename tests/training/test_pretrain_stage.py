@@ -86,7 +86,7 @@ def test_a_changed_config_under_dvc_trains_anew(tmp_path):
     (repo / "params.yaml").write_text(compose_params(["profile=debug", "train.checkpoint_every=1",
                                                       "train.max_steps=2"]))
     subprocess.run([sys.executable, "-m", "dvc", "repro", "pretrain"], cwd=repo, env=_env(), capture_output=True)
-    (repo / "params.yaml").write_text(compose_params(["profile=debug", "optim.lr=0.002"]))
+    (repo / "params.yaml").write_text(compose_params(["profile=debug", "optim.lr=0.003"]))
     proc = _dvc(repo, "repro", "pretrain")
     assert "resumed from" not in proc.stdout + proc.stderr
     removed = [line for line in (proc.stdout + proc.stderr).splitlines() if "pretrain: removed stale" in line]

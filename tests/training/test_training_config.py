@@ -11,7 +11,7 @@ from cosmos.training.precision import Precision
 
 TRAIN = dict(batch_size=64, epochs=1, num_workers=0, precision="bf16", data_fraction=1.0, shuffle_buffer=100,
              shuffle_initial=10, checkpoint_every=0, keep_checkpoints=2, log_every=1, resume="auto", max_steps=0,
-             device="cpu", tune_malloc=True)
+             device="cpu", tune_malloc=True, val_every=0, val_images=200, val_root=None)
 OPTIM = dict(lr=5e-4, betas=[0.9, 0.98], eps=1e-8, weight_decay=0.5, warmup_steps=1, fused=True)
 LAUNCHER = dict(name="local", timeout_min=10, nodes=1, tasks_per_node=1, cpus_per_task=2, gpus_per_node=0,
                 partition="", account="", qos="", constraint="", sbatch_extra={})

@@ -53,3 +53,10 @@ def test_read_curve_keeps_the_last_row_of_a_re_logged_step(tmp_path):
     assert curve["step"] == [5.0, 10.0, 15.0] and curve["teacher_i2t_R@1"] == [1.0, 2.5, 3.0]
     assert curve["student_i2t_R@1"][1] == 4.0 and curve["student_i2t_R@1"][0] != curve["student_i2t_R@1"][0]
     assert read_curve(tmp_path / "nothing", 32) == {}
+
+
+def test_a_missing_curve_folder_is_said_and_skipped(tiny_shards, tmp_path, capsys):
+    trainer = _trainer(tmp_path, tiny_shards, resume="none")
+    assert learning_curve(trainer, _train(val_every=5, val_root=str(tmp_path / "nowhere"))) is None
+    assert "no learning curve: train.val_root=" in capsys.readouterr().out
+    assert learning_curve(trainer, _train(val_every=0, val_root=str(tmp_path))) is None
