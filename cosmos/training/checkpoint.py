@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,19 @@ class CheckpointDir:
 
     def save(self, step: int, *, epoch: int, name: str, student: dict, teacher: dict, optimizer: dict,
              scaler: dict | None, extra: dict[str, Any]) -> Path:
-        path = export_reference_checkpoint(
-            self.folder / f"step-{step:08d}.pt", student, teacher, epoch=epoch, name=name,
-            optimizer_state=optimizer, scaler_state=scaler, extra={"step": step, **extra},
-        )
+        previous = self.latest()
+        try:
+            path = export_reference_checkpoint(
+                self.folder / f"step-{step:08d}.pt", student, teacher, epoch=epoch, name=name,
+                optimizer_state=optimizer, scaler_state=scaler, extra={"step": step, **extra},
+            )
+        except OSError as err:  # e.g. a full disk: the temp file is gone and the previous checkpoint untouched
+            kept = f"{previous.name} is intact and train.resume=auto resumes from it" if previous else \
+                "no earlier checkpoint exists, so the run restarts from step 0"
+            raise CheckpointError(
+                f"could not write the step-{step} checkpoint to {self.folder}: {err.strerror or err}; {kept}. "
+                "Free space there (or give the run another output folder) and run it again"
+            ) from err
         for old in [p for p in self.paths() if p.name != FINAL][:-self.keep]:
             old.unlink(missing_ok=True)
         return path
@@ -134,8 +144,11 @@ class CheckpointDir:
         paths = self.paths()
         return paths[-1] if paths else None
 
-    def load_latest(self, fingerprint: str | None = None) -> tuple[Path, dict[str, Any]] | None:
+    def load_latest(self, fingerprint: str | None = None, report: Callable[[str], None] | None = None,
+                    ) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that loads (and matches ``fingerprint`` when given), or None if there is none.
+
+        ``report`` is told, in one line, of every newer file that was skipped because it does not load.
 
         Raises:
             CheckpointError: checkpoints exist but none loads, or the newest is of another config.
@@ -153,6 +166,9 @@ class CheckpointDir:
                     f"{path} was written by a run with another config (fingerprint {ckpt.get('fingerprint')} != "
                     f"{fingerprint}); delete {self.folder} or set train.resume=none to start over"
                 )
+            if errors and report is not None:
+                report(f"skipped {len(errors)} newer checkpoint(s) that do not load ({'; '.join(errors)}); "
+                       f"resuming from {path.name}")
             return path, ckpt
         if errors:
             raise CheckpointError(f"no checkpoint in {self.folder} loads: {errors}")

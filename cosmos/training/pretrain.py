@@ -28,6 +28,7 @@ from cosmos.training.checkpoint import CheckpointDir
 from cosmos.training.config import ModelConfig, OptimConfig, TrainConfig
 from cosmos.training.data import TrainLoader, read_shard_set
 from cosmos.training.distributed import World, cuda_index, wrap_ddp
+from cosmos.training.livelog import repair_live
 from cosmos.training.loop import Trainer, config_fingerprint
 from cosmos.training.optim import build_optimizer
 from cosmos.training.runtime import tune_malloc
@@ -116,7 +117,7 @@ def _resume(trainer: Trainer, resume: str, folder: CheckpointDir) -> None:
     if resume == "none":
         return
     if resume == "auto":
-        found = folder.load_latest(trainer.fingerprint)
+        found = folder.load_latest(trainer.fingerprint, report=lambda line: print(f"pretrain: {line}", flush=True))
         if found is not None:
             trainer.load(found[1])
             print(f"pretrain: resumed from {found[0].name} at step {trainer.position.step}", flush=True)
@@ -152,6 +153,11 @@ def pretrain(trainer: Trainer, live_dir: str | Path | None = None, show_progress
     live = None
     if live_dir is not None:
         from dvclive import Live
+        if trainer.position.step > 0:
+            repaired = repair_live(live_dir, trainer.position.step)
+            if repaired:
+                print(f"pretrain: dvclive log brought back to step {trainer.position.step}: {'; '.join(repaired)}",
+                      flush=True)
         live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=trainer.position.step > 0)
     bar = tqdm(total=trainer.total_steps, initial=trainer.position.step, unit="step", disable=not show_progress,
                dynamic_ncols=True)
@@ -182,8 +188,10 @@ def pretrain(trainer: Trainer, live_dir: str | Path | None = None, show_progress
 
     trainer.log, trainer.progress = log, on_step
     start, first_step = time.perf_counter(), trainer.position.step
-    position = trainer.fit()
-    bar.close()
+    try:
+        position = trainer.fit()
+    finally:  # ends the bar's line, so an error message starts on its own
+        bar.close()
     if live is not None:
         live.end()
     seconds = time.perf_counter() - start

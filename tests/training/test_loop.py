@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cosmos.method import DistillSwitches
-from cosmos.training.checkpoint import CheckpointDir
+from cosmos.training.checkpoint import CheckpointDir, CheckpointError
 from cosmos.training.config import ModelConfig, OptimConfig, TrainConfig
 from cosmos.training.loop import NonFiniteLossError
 from cosmos.training.pretrain import build_trainer
@@ -95,8 +95,11 @@ def test_resume_falls_back_past_a_corrupt_newest_checkpoint(tiny_shards, tmp_pat
     assert [p.name for p in folder.paths()] == ["step-00000001.pt", "step-00000002.pt"]
     newest = folder.paths()[-1]
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a crash outside the atomic rename
-    path, ckpt = folder.load_latest(trainer.fingerprint)
+    said = []
+    path, ckpt = folder.load_latest(trainer.fingerprint, report=said.append)
     assert path.name == "step-00000001.pt" and ckpt["step"] == 1
+    assert len(said) == 1 and "skipped 1 newer checkpoint" in said[0] and "step-00000002.pt" in said[0]
+    assert said[0].endswith("resuming from step-00000001.pt")
     assert folder.finalize().name == "final.pt" and [p.name for p in folder.paths()] == ["final.pt"]
 
 
@@ -127,3 +130,22 @@ def test_ema_update_sits_where_the_switches_say(tiny_shards, tmp_path, placement
     # logit scales are clamped after the EMA; every other tensor must match exactly
     assert all(torch.equal(teacher[k], expected[k]) for k in teacher if not k.endswith("logit_scale"))
     assert not torch.equal(before["visual.proj"], after["visual.proj"])
+
+
+def test_a_failed_checkpoint_write_names_the_cause_and_keeps_the_last_one(tiny_shards, tmp_path, monkeypatch):
+    import errno
+
+    trainer = _trainer(tmp_path, tiny_shards, max_steps=1, checkpoint_every=1)
+    trainer.fit()
+    folder = CheckpointDir(tmp_path)
+    before = folder.paths()[-1].read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"step-2 checkpoint .*No space left on device; step-00000001.pt is "
+                                              r"intact and train.resume=auto resumes from it\. Free space"):
+        folder.save(2, epoch=0, name="x", student={}, teacher={}, optimizer={}, scaler=None, extra={})
+    assert [p.name for p in folder.paths()] == ["step-00000001.pt"] and folder.paths()[-1].read_bytes() == before
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
