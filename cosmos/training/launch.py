@@ -12,11 +12,14 @@ asked of a partition whose nodes have none (checked with ``sinfo``), or anything
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +97,34 @@ def wait(job: Any, log_dir: str | Path) -> Any:
     """Block until ``job`` is done; rank 0's result, or :class:`LaunchError` with the job's log tail.
 
     Interrupted (Ctrl-C on ``dvc repro``), it cancels the job: a job left running would go on writing the
-    stage's outputs behind DVC's back, and race the next run over the same checkpoint folder.
+    stage's outputs behind DVC's back, and race the next run over the same checkpoint folder. The cancel
+    never asks submitit's cached state (which may still read PENDING); it runs ``scancel`` with further
+    Ctrl-Cs ignored, so a user pressing it again cannot kill ``scancel`` half-way.
     """
     try:
         return job.results()[0]
     except KeyboardInterrupt:
-        job.cancel(check=False)
+        with _sigint_ignored():
+            job.cancel(check=False)
         print(f"interrupted: cancelled job {job.job_id}", file=sys.stderr, flush=True)
         raise
     except Exception as err:  # submitit.core.utils.FailedJobError and friends
         logs = Path(log_dir).resolve() / str(job.job_id)
         raise LaunchError(f"training job {job.job_id} failed: {_error_line(_first_task_error(job) or str(err))} "
                           f"(logs: {logs}){_log_tail(job)}") from err
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process and in the children it starts (an ignored signal survives exec)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def executor_parameters(launcher: LauncherConfig, cluster: str) -> dict[str, Any]:

@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -52,17 +55,43 @@ def test_a_rank_that_fails_ends_the_job_with_its_error(slurm, job_env, tmp_path,
     assert slurm.job(job.job_id)["State"] == "FAILED"  # srun --kill-on-bad-exit ended rank 0's 10-minute sleep
 
 
-def test_interrupting_the_waiting_stage_cancels_its_job(slurm, job_env, tmp_path, monkeypatch):
-    import _thread
-    import threading
+_WAITING_STAGE = """
+import sys
+from pathlib import Path
+from cosmos.training.launch import submit, wait
+from tests.slurm import jobs
+from tests.slurm.conftest import Slurm
+folder = Path(sys.argv[1])
+wait(submit(jobs.sleep, {"seconds": 600}, Slurm.launcher(tasks_per_node=1), folder), folder)
+"""
 
-    monkeypatch.chdir(tmp_path)
-    job = submit(jobs.sleep, {"seconds": 600}, slurm.launcher(tasks_per_node=1), tmp_path / "submitit")
-    slurm.wait_for_state(job.job_id, {"RUNNING"})
-    threading.Timer(1.0, _thread.interrupt_main).start()  # Ctrl-C while the stage blocks on the job
-    with pytest.raises(KeyboardInterrupt):
-        wait(job, tmp_path / "submitit")
-    assert slurm.job(job.job_id)["State"].startswith("CANCELLED")
+
+def test_ctrl_c_on_the_waiting_stage_cancels_its_job(slurm, job_env, tmp_path):
+    """A real SIGINT to a stage process blocked on its job, sent again each second until the process ends (as
+    a user presses Ctrl-C again): one may land where Python drops it, e.g. in a ``__del__``, whatever the
+    state submitit last cached; the job ends CANCELLED and nothing is left running."""
+    stage = subprocess.Popen([sys.executable, "-c", _WAITING_STAGE, str(tmp_path / "submitit")], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        said = []
+        for line in stage.stdout:
+            said.append(line)
+            if line.startswith("submitted slurm job "):
+                break
+        job_id = slurm.submitted_job_id("".join(said))
+        slurm.wait_for_state(job_id, {"RUNNING"})
+        deadline = time.monotonic() + 120
+        while stage.poll() is None:
+            assert time.monotonic() < deadline, "the waiting stage was still running 120 s after the first Ctrl-C"
+            stage.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stage.wait(timeout=1)
+        said.append(stage.stdout.read())
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+    assert stage.returncode != 0 and f"interrupted: cancelled job {job_id}" in "".join(said), "".join(said)
+    assert slurm.job(job_id)["State"].startswith("CANCELLED")
 
 
 def test_gpus_asked_of_a_node_without_gpus_fail_before_anything_is_queued(slurm, tmp_path):
