@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -16,6 +17,9 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image, mode="RGB").save(buf, format="JPEG", quality=quality, subsampling=0)
     return buf.getvalue()
+
+
+_ADDRESS = re.compile(r" <[^>]* at 0x[0-9a-f]+>")
 
 
 class BadImageError(ValueError):
@@ -32,7 +36,8 @@ def decode_image(data: bytes) -> Image.Image:
         return img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as err:
-        raise BadImageError(f"{type(err).__name__}: {err}") from err
+        # PIL names the in-memory buffer by its address: dropped, so equal input gives an equal report
+        raise BadImageError(f"{type(err).__name__}: {_ADDRESS.sub('', str(err))}") from err
 
 
 def to_jpeg_bytes(data: bytes, quality: int = JPEG_QUALITY) -> bytes:

@@ -262,7 +262,7 @@ def shard_sources(sources: list[ShardSource], out_dir: str | Path, cfg: ShardCon
             raise ShardError(
                 f"{sum(stats.skipped.values())} of {stats.seen} samples are bad ({bad_fraction:.2%} > "
                 f"data.shard.max_bad_fraction={cfg.max_bad_fraction:.2%}); reasons {dict(stats.skipped)}; "
-                f"first bad samples: {stats.bad[:5]}. Fix the input, or raise max_bad_fraction if the loss "
+                f"first bad samples: {_first_bad(stats.bad)}. Fix the input, or raise max_bad_fraction if the loss "
                 "is acceptable. Nothing was written."
             )
         if len(shards) < cfg.min_shards:
@@ -290,6 +290,11 @@ def shard_sources(sources: list[ShardSource], out_dir: str | Path, cfg: ShardCon
         atomic_write_json(tmp / "manifest.json", manifest)
         atomic_write_json(tmp / "bad_samples.json", stats.bad)
     return manifest
+
+
+def _first_bad(bad: list[dict[str, str]], shown: int = 3) -> str:
+    listed = ", ".join(f"{b['key']} ({b['detail']})" for b in bad[:shown])
+    return listed + (f" (+{len(bad) - shown} more)" if len(bad) > shown else "")
 
 
 def shard_dataset(

@@ -171,5 +171,6 @@ class CheckpointDir:
                        f"resuming from {path.name}")
             return path, ckpt
         if errors:
-            raise CheckpointError(f"no checkpoint in {self.folder} loads: {errors}")
+            raise CheckpointError(f"no checkpoint in {self.folder} loads ({'; '.join(errors)}): delete the "
+                                  "files named, or set train.resume=none to train from step 0")
         return None

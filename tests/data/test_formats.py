@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 
 import pytest
 
@@ -92,6 +93,10 @@ def test_pretrain_raw_is_img2dataset_layout(tiny_raw):
     header = (tiny_raw / "pretrain" / "annotations.csv").read_text().splitlines()[0]
     assert header.startswith("Image Path,raw_caption,shortIB_captions,longIB_captions")
     assert caption_string(["A b", "C d"]) == "A b. C d."
+    with tarfile.open(tars[-1]) as tf:
+        held = len({m.name.split(".")[0] for m in tf})
+    stats = json.loads((tars[-1].parent / f"{tars[-1].stem}_stats.json").read_text())
+    assert stats["successes"] == stats["count"] == held == TINY_SIZES.train - TINY_SIZES.samples_per_tar * (len(tars) - 1)
 
 
 def test_training_shards_read_back_with_webdataset(tiny_shards):

@@ -8,7 +8,8 @@ of the write it names:
 - ``ckpt-done-kill:n``: SIGKILL right after the n-th checkpoint is complete and renamed;
 - ``ckpt-enospc:n``: the n-th checkpoint write fails with ``OSError(ENOSPC)`` after half its bytes (a full disk);
 - ``tsv-kill:n``: the n-th dvclive metric row is written without its end (half the value), then SIGKILL;
-- ``summary-kill:n``: the n-th dvclive ``metrics.json`` is written half, then SIGKILL.
+- ``summary-kill:n``: the n-th dvclive ``metrics.json`` is written half, then SIGKILL;
+- ``nan-loss:n``: from the n-th call of the training objective on, its first loss term is NaN (a diverged run).
 
 Nothing here touches the project's code: the faults are monkeypatched onto torch and dvclive before the
 stage script runs, exactly as a user runs it (``python stages/pretrain.py``).
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KINDS = ("ckpt-kill", "ckpt-done-kill", "ckpt-enospc", "tsv-kill", "summary-kill")
+KINDS = ("ckpt-kill", "ckpt-done-kill", "ckpt-enospc", "tsv-kill", "summary-kill", "nan-loss")
 
 
 def _die() -> None:
@@ -54,6 +55,8 @@ def arm(fault: str) -> None:
     strike = _Nth(int(n))
     if kind.startswith("ckpt"):
         _arm_checkpoint(kind, strike)
+    elif kind == "nan-loss":
+        _arm_loss(strike)
     else:
         _arm_dvclive(kind, strike)
 
@@ -84,6 +87,28 @@ def _arm_checkpoint(kind: str, strike: _Nth) -> None:
 
     torch.save = save
     checkpoint_io.os.replace = replace  # the module's `os` is the global one: this patches os.replace itself
+
+
+def _arm_loss(strike: _Nth) -> None:
+    import cosmos.training.pretrain as pretrain
+
+    real_build = pretrain.build_trainer
+
+    def build_trainer(*args, **kwargs):
+        trainer = real_build(*args, **kwargs)
+        objective = trainer.objective
+
+        def poisoned(*a, **k):
+            terms = objective(*a, **k)
+            if strike() or strike.calls > strike.n:
+                first = next(iter(terms))
+                terms = {**terms, first: terms[first] * float("nan")}
+            return terms
+
+        trainer.objective = poisoned
+        return trainer
+
+    pretrain.build_trainer = build_trainer
 
 
 def _arm_dvclive(kind: str, strike: _Nth) -> None:

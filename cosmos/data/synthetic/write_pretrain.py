@@ -1,7 +1,9 @@
 """The raw pre-training set, laid out as img2dataset's webdataset output plus a DreamLIP caption table.
 
 `pretrain/images/{00000..}.tar` hold `<key>.jpg` and `<key>.json` ({"key", "url", "status", "width",
-"height"}), as `img2dataset --output_format webdataset` writes them; `pretrain/annotations.csv` has the
+"height"}), as `img2dataset --output_format webdataset` writes them, each with its `{00000..}_stats.json`
+(img2dataset's per-shard counts: `shard` reads `successes` to count what a truncated tar lost);
+`pretrain/annotations.csv` has the
 DreamLIP columns (`Image Path` = url, `raw_caption`, `shortIB_captions`, ... , `longLLA_captions`), each
 caption a plain string as in `cc3m_3long_3short_1raw_captions_url.csv`. The `shard` stage joins the two by
 URL, never by row index (reference section 9: DreamLIP's row order does not match img2dataset's keys).
@@ -31,6 +33,13 @@ def caption_string(sentences: list[str]) -> str:
     return ". ".join(sentences) + "."
 
 
+def _write_stats(path: Path, count: int) -> None:
+    """img2dataset's per-shard stats, every image a success; no timings, so the file is reproducible."""
+    stats = {"count": count, "successes": count, "failed_to_download": 0, "failed_to_resize": 0,
+             "status_dict": {"success": count}}
+    path.write_text(json.dumps(stats, indent=4) + "\n", encoding="utf-8")
+
+
 def write_pretrain_raw(root: Path, seed: int, cfg: SceneConfig, num_samples: int, samples_per_tar: int) -> dict:
     """Generate `num_samples` training scenes into `root`; returns counts for the manifest."""
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -40,7 +49,9 @@ def write_pretrain_raw(root: Path, seed: int, cfg: SceneConfig, num_samples: int
         if i % samples_per_tar == 0:
             if writer is not None:
                 writer.close()
-            writer = wds.TarWriter(str(root / "images" / f"{i // samples_per_tar:05d}.tar"), mtime=TAR_MTIME)
+            shard = f"{i // samples_per_tar:05d}"
+            writer = wds.TarWriter(str(root / "images" / f"{shard}.tar"), mtime=TAR_MTIME)
+            _write_stats(root / "images" / f"{shard}_stats.json", min(samples_per_tar, num_samples - i))
         rng = sample_rng(seed, "train", i)
         scene = sample_scene(rng, cfg)
         key = f"{i:09d}"
