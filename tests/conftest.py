@@ -31,6 +31,14 @@ def tiny_raw(tmp_path_factory, scene_cfg) -> Path:
 
 
 @pytest.fixture(scope="session")
+def debug_pipeline(tmp_path_factory):
+    """One `dvc repro` of the debug profile in a scratch repository, shared by the end-to-end tests."""
+    from tests.pipeline_repo import debug_pipeline as run
+
+    return run(tmp_path_factory.mktemp("debug-pipeline"))
+
+
+@pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory, tiny_raw) -> Path:
     out = tmp_path_factory.mktemp("shards") / "shards"
     shard_dataset(tiny_raw / "pretrain" / "images", tiny_raw / "pretrain" / "annotations.csv", out,

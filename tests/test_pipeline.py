@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,45 +13,9 @@ import pytest
 
 from cosmos.ablation.experiments import read_dvc_experiments, render_experiments
 from cosmos.config.compose import compose_params
-from tests.conftest import REPO_ROOT
+from tests.pipeline_repo import dvc, env, scratch_repo
 
 pytestmark = pytest.mark.slow
-
-_SKIP_TOP = {".venv", ".git", "data", "runs", ".pytest_cache", ".submitit"}
-
-
-def _scratch_repo(dst: Path) -> Path:
-    """A fresh git repository holding the project's files, without data, caches or the venv."""
-
-    def ignore(directory, names):
-        top = Path(directory) == REPO_ROOT
-        dvc_state = Path(directory) == REPO_ROOT / ".dvc"
-        return [
-            n for n in names
-            if (top and n in _SKIP_TOP) or (dvc_state and n in {"cache", "tmp"})
-            or n == "__pycache__" or n.endswith(".egg-info")
-        ]
-
-    shutil.copytree(REPO_ROOT, dst, ignore=ignore)
-    env = _env()
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "scratch"]):
-        subprocess.run(cmd, cwd=dst, check=True, env=env)
-    return dst
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    return env
-
-
-def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
-
 
 def _report_rows(path: Path) -> dict[str, dict[str, str]]:
     """CSV rows by variant label, without the " [n seeds]" suffix."""
@@ -61,12 +23,10 @@ def _report_rows(path: Path) -> dict[str, dict[str, str]]:
         return {row["variant"].rsplit(" [", 1)[0]: row for row in csv.DictReader(f)}
 
 
-def test_whole_pipeline_on_the_debug_profile(tmp_path):
+def test_whole_pipeline_on_the_debug_profile(debug_pipeline):
     """`dvc repro` runs every stage; the report holds every expected variant with finite metrics; a second
     `dvc repro` runs nothing; `dvc exp run -S distill.text_crop=false` changes only the base row."""
-    repo = _scratch_repo(tmp_path / "repo")
-    (repo / "params.yaml").write_text(compose_params(["profile=debug"]))
-    first = _dvc(repo, "repro")
+    repo, first = debug_pipeline.repo, debug_pipeline.first
     for stage in ("download", "shard", "pretrain", "eval_retrieval", "eval_classification", "eval_seg",
                   "eval_compositional", "ablation_train@clip", "ablation_eval@silc", "ablation_seed_train@base-1",
                   "ablation_seed_eval@base-1", "ablation_tables"):
@@ -108,18 +68,18 @@ def test_whole_pipeline_on_the_debug_profile(tmp_path):
     curve = json.loads((repo / "runs" / "curves" / "base-s1.json").read_text())
     assert curve["step"] == [5.0, 10.0] and len(curve["teacher_t2i_R@1"]) == 2
 
-    second = _dvc(repo, "repro")
+    second = dvc(repo, "repro")
     assert "Running stage" not in second.stdout
     assert "Data and pipelines are up to date" in second.stdout
 
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=_env())
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env())
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "debug run"],
-                   cwd=repo, check=True, env=_env())
-    exp = _dvc(repo, "exp", "run", "-S", "profile=debug", "-S", "distill.text_crop=false")
+                   cwd=repo, check=True, env=env())
+    exp = dvc(repo, "exp", "run", "-S", "profile=debug", "-S", "distill.text_crop=false")
     assert "Running stage 'pretrain'" in exp.stdout
     assert "Running stage 'ablation_train@" not in exp.stdout, "no variant reads the base distill section"
     assert "Running stage 'ablation_seed_train@base-1'" in exp.stdout, "the base's replicate follows the base"
-    diff = json.loads(_dvc(repo, "params", "diff", "HEAD", "--json").stdout)["params.yaml"]
+    diff = json.loads(dvc(repo, "params", "diff", "HEAD", "--json").stdout)["params.yaml"]
     # the base's own entry in the variant table (`${distill}`, for its replicates) follows it
     assert set(diff) == {"distill.text_crop", "ablation.variants.base.distill.text_crop"}
     assert diff["distill.text_crop"]["new"] is False
@@ -132,9 +92,9 @@ def test_whole_pipeline_on_the_debug_profile(tmp_path):
 
 
 def test_stage_reports_bad_config_in_one_line(tmp_path):
-    repo = _scratch_repo(tmp_path / "repo")
+    repo = scratch_repo(tmp_path / "repo")
     (repo / "params.yaml").write_text(compose_params(["profile=debug", "data.generator.min_objects=0"]))
-    proc = subprocess.run([sys.executable, "stages/download.py"], cwd=repo, env=_env(), capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "stages/download.py"], cwd=repo, env=env(), capture_output=True, text=True)
     assert proc.returncode == 1
     assert "stage download failed: ValueError: data.generator.min_objects=0" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -18,7 +18,7 @@ import yaml
 
 from cosmos.ablation.experiments import read_dvc_experiments
 from cosmos.config.compose import compose_params
-from tests.test_pipeline import _dvc, _env, _scratch_repo
+from tests.pipeline_repo import dvc as _dvc, env as _env, scratch_repo as _scratch_repo
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(900)]
 

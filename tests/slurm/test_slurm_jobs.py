@@ -56,11 +56,12 @@ def test_a_rank_that_fails_ends_the_job_with_its_error(slurm, job_env, tmp_path,
 
 
 _WAITING_STAGE = """
-import sys
+import faulthandler, signal, sys
 from pathlib import Path
 from cosmos.training.launch import submit, wait
 from tests.slurm import jobs
 from tests.slurm.conftest import Slurm
+faulthandler.register(signal.SIGUSR1)  # the test asks for a stack dump if the stage does not stop
 folder = Path(sys.argv[1])
 wait(submit(jobs.sleep, {"seconds": 600}, Slurm.launcher(tasks_per_node=1), folder), folder)
 """
@@ -69,29 +70,52 @@ wait(submit(jobs.sleep, {"seconds": 600}, Slurm.launcher(tasks_per_node=1), fold
 def test_ctrl_c_on_the_waiting_stage_cancels_its_job(slurm, job_env, tmp_path):
     """A real SIGINT to a stage process blocked on its job, sent again each second until the process ends (as
     a user presses Ctrl-C again): one may land where Python drops it, e.g. in a ``__del__``, whatever the
-    state submitit last cached; the job ends CANCELLED and nothing is left running."""
-    stage = subprocess.Popen([sys.executable, "-c", _WAITING_STAGE, str(tmp_path / "submitit")], cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state submitit last cached; the job ends CANCELLED and nothing is left running. The stage writes to a
+    file, not a pipe: submitit's warnings on a busy cluster could fill a pipe nobody reads and block it."""
+    log = tmp_path / "stage.log"
+    with open(log, "w") as out:
+        stage = subprocess.Popen([sys.executable, "-c", _WAITING_STAGE, str(tmp_path / "submitit")],
+                                 cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
-        said = []
-        for line in stage.stdout:
-            said.append(line)
-            if line.startswith("submitted slurm job "):
-                break
-        job_id = slurm.submitted_job_id("".join(said))
+        job_id = _poll(lambda: slurm.submitted_job_id(text) if "submitted slurm job" in (text := log.read_text())
+                       else None, stage, 120, "the 'submitted slurm job' line", log)
         slurm.wait_for_state(job_id, {"RUNNING"})
         deadline = time.monotonic() + 120
         while stage.poll() is None:
-            assert time.monotonic() < deadline, "the waiting stage was still running 120 s after the first Ctrl-C"
+            if time.monotonic() > deadline:
+                masks = _signal_masks(stage.pid)
+                stage.send_signal(signal.SIGUSR1)
+                time.sleep(2)
+                raise AssertionError(f"the waiting stage was still running 120 s after the first Ctrl-C ({masks}); "
+                                     f"its output and stacks:\n{log.read_text()[-6000:]}")
             stage.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 stage.wait(timeout=1)
-        said.append(stage.stdout.read())
     finally:
         if stage.poll() is None:
             stage.kill()
-    assert stage.returncode != 0 and f"interrupted: cancelled job {job_id}" in "".join(said), "".join(said)
+            stage.wait()
+    said = log.read_text()
+    assert stage.returncode != 0 and f"interrupted: cancelled job {job_id}" in said, said[-6000:]
     assert slurm.job(job_id)["State"].startswith("CANCELLED")
+
+
+def _signal_masks(pid: int) -> str:
+    """The kernel's view of the process's signals (SigBlk / SigIgn / SigCgt; SIGINT is bit 1, 0x2)."""
+    with contextlib.suppress(OSError):
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        return ", ".join(line.replace("\t", " ") for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    return "no /proc status"
+
+
+def _poll(value, proc, timeout_s: float, what: str, log: Path):
+    """``value()`` once it is not None; fails naming ``what`` if ``proc`` ends or ``timeout_s`` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while (got := value()) is None:
+        assert proc.poll() is None, f"the stage ended (exit {proc.returncode}) before {what}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout_s} s:\n{log.read_text()}"
+        time.sleep(0.2)
+    return got
 
 
 def test_gpus_asked_of_a_node_without_gpus_fail_before_anything_is_queued(slurm, tmp_path):
