@@ -62,6 +62,9 @@ from cosmos.training.launch import submit, wait
 from tests.slurm import jobs
 from tests.slurm.conftest import Slurm
 faulthandler.register(signal.SIGUSR1)  # the test asks for a stack dump if the stage does not stop
+# A stage started from a terminal has Python's Ctrl-C handler; a process started in the background by a
+# shell without job control (`pytest ... &`, some CI runners) inherits SIGINT ignored, and so would this one.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 folder = Path(sys.argv[1])
 wait(submit(jobs.sleep, {"seconds": 600}, Slurm.launcher(tasks_per_node=1), folder), folder)
 """
