@@ -88,6 +88,45 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _flash_cpu_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query, key, value)
+
+
+def _flash_cpu_backward_flop(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def flop_counter():
+    """``FlopCounterMode`` that also counts the CPU flash-attention kernels, which torch's registry leaves out.
+
+    Counted: matmuls, convolutions and attention (``4 b h s_q s_k d`` forward, twice that backward; causal
+    masks are not discounted), the work a roofline bound is about; elementwise ops, norms and the optimizer
+    are not FLOPs here.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    aten = torch.ops.aten
+    return FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu: _flash_cpu_flop,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: _flash_cpu_backward_flop})
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """The best GFLOP/s of an ``n x n @ n x n`` ``torch.mm`` in ``dtype`` on this CPU (the roofline's peak)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
 class _Profile:
     """``torch.profiler`` over the timed steps; writes the top ops by self CPU time to ``path`` (if given)."""
 
@@ -121,12 +160,13 @@ def _result(step_times: list[float], losses: list[dict[str, float]], batch: int)
 
 
 def run_project(precision: str, steps: int, batch: int, init: Path, speedups: dict[str, bool],
-                profile: Path | None = None) -> dict[str, Any]:
+                profile: Path | None = None, count_flops: bool = False) -> dict[str, Any]:
     """The project's ``Trainer.train_step`` at :data:`MODEL_CONFIG`; writes its initial weights to ``init``.
 
     ``speedups`` overrides :data:`SPEEDUPS` (the project's defaults: ``model.fused_blocks``,
     ``model.trim_text``, ``model.trim_vision``, ``model.shared_cross_kv``, ``model.math_attention``,
-    ``optim.fused``, ``train.tune_malloc``).
+    ``optim.fused``, ``train.tune_malloc``). ``count_flops`` adds one untimed step under :func:`flop_counter`
+    and the matmul peak of the step's dtype (the roofline in the summary).
     """
     import numpy as np
 
@@ -153,7 +193,7 @@ def run_project(precision: str, steps: int, batch: int, init: Path, speedups: di
                             **{k: on[k] for k in MODEL_SPEEDUPS})
     if not init.exists():
         torch.save(student.state_dict(), init)
-    total = steps + 1
+    total = steps + 1 + count_flops
     trainer = Trainer(
         student=student, teacher=EMATeacher(student), objective=Objective(switches),
         loader=SimpleNamespace(batches_per_epoch=total, batch=batch, world=1),
@@ -164,7 +204,7 @@ def run_project(precision: str, steps: int, batch: int, init: Path, speedups: di
     images, texts = synthetic_batch(batch)
     data = {"images": images, "texts": texts}
     times, losses, prof = [], [], _Profile(profile)
-    for i in range(total):
+    for i in range(steps + 1):  # warm-up + timed; the trainer's schedules also cover the FLOP-count step
         if i == 1:
             prof.start()
         start = time.perf_counter()
@@ -173,7 +213,13 @@ def run_project(precision: str, steps: int, batch: int, init: Path, speedups: di
         trainer.position.step += 1
         losses.append(terms)
     prof.stop()
-    return _result(times, losses, batch)
+    result = _result(times, losses, batch)
+    if count_flops:
+        with flop_counter() as counter:
+            trainer.train_step(data)
+        result.update(gflop_per_step=counter.get_total_flops() / 1e9,
+                      matmul_peak_gflops=matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32))
+    return result
 
 
 # ---------------------------------------------------------------------------------------- reference
@@ -205,8 +251,11 @@ def _reference_args(precision: str, batch: int) -> SimpleNamespace:
 
 
 def run_reference(src: Path, precision: str, steps: int, batch: int, init: Path,
-                  profile: Path | None = None) -> dict[str, Any]:
-    """The fork's own model, loss and ``train_one_epoch`` on the project's initial weights and batch."""
+                  profile: Path | None = None, count_flops: bool = False) -> dict[str, Any]:
+    """The fork's own model, loss and ``train_one_epoch`` on the project's initial weights and batch.
+
+    ``count_flops`` runs one more step, untimed, under :func:`flop_counter`.
+    """
     sys.path.insert(0, str(src / "src"))
     import open_clip
     import training.train as ref_train
@@ -245,23 +294,33 @@ def run_reference(src: Path, precision: str, steps: int, batch: int, init: Path,
 
     marks: list[float] = []
     prof = _Profile(profile)
+    counter = flop_counter() if count_flops else None
 
     def scheduler(step: int) -> None:  # called by train_one_epoch at the start of every step
         if len(marks) == 1:
             prof.start()
         marks.append(time.perf_counter())
+        if counter is not None and len(marks) == steps + 2:  # the mark ends the last timed step
+            prof.stop()
+            counter.__enter__()
         for group in optimizer.param_groups:
             group["lr"] = LR
 
     images, texts = synthetic_batch(batch)
     n_cap = GLOBAL_CAPTIONS + LOCAL_CAPTIONS
     per_sample = texts.view(n_cap, batch, -1).permute(1, 0, 2).contiguous()  # the fork's loader layout [B, n, ctx]
-    data = {"train": _Loader((images, per_sample), steps + 1, batch)}
+    data = {"train": _Loader((images, per_sample), steps + 1 + count_flops, batch)}
     ref_train.train_one_epoch(student, teacher, data, recording_loss, 0, optimizer, None, scheduler,
                               lambda _step: MOMENTUM, None, args)
-    marks.append(time.perf_counter())
+    if counter is None:
+        marks.append(time.perf_counter())
+    else:
+        counter.__exit__(None, None, None)
     prof.stop()
-    return _result([b - a for a, b in zip(marks, marks[1:])], losses, batch)
+    result = _result([b - a for a, b in zip(marks, marks[1:])], losses, batch)
+    if counter is not None:
+        result["gflop_per_step"] = counter.get_total_flops() / 1e9
+    return result
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -276,6 +335,8 @@ def _child(args: argparse.Namespace, impl: str, precision: str, init: Path) -> d
         cmd += ["--_profile", str(args.profile / f"{impl}-{precision}.txt")]
     if args.reference_src is not None:
         cmd += ["--reference-src", str(args.reference_src)]
+    if args.flops:
+        cmd += ["--flops"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
     if proc.returncode:
         raise RuntimeError(f"{impl}/{precision} child failed:\n{proc.stderr[-4000:]}")
@@ -311,7 +372,52 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> tuple[str, di
             lines.append(f"| {precision} | {row['project_s_per_step']:.3f} | - | - | - "
                          f"| {row['project_peak_rss_mib']:.0f} | - | - |")
         summary[precision] = row
+    roof = roofline(runs)
+    if roof:
+        summary["roofline"] = roof
+        lines += ["", roofline_table(roof)]
     return "\n".join(lines), summary
+
+
+def roofline(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, float]]:
+    """Per precision, what the FLOP counts say a same-math step could reach on this machine.
+
+    ``bound_ratio`` = reference s/step / (project GFLOP / matmul peak): the ratio of a project step that ran
+    every counted FLOP at the peak of one large ``torch.mm`` and everything else (norms, GELU, softmax, the
+    optimizer, the EMA) in zero time, so no exact change short of cutting FLOPs can pass it.
+    ``util_for_2x`` is the share of that peak the whole step would need for a ratio of 2.0.
+    """
+    out = {}
+    for precision, by_impl in runs.items():
+        proj, ref = by_impl["project"], by_impl.get("reference") or []
+        if not proj or "gflop_per_step" not in proj[0]:
+            continue
+        gflop = proj[0]["gflop_per_step"]
+        peak = statistics.median(r["matmul_peak_gflops"] for r in proj)
+        s_proj = statistics.median(r["s_per_step"] for r in proj)
+        row = {"project_gflop": gflop, "matmul_peak_gflops": peak, "project_gflops": gflop / s_proj,
+               "project_util": gflop / s_proj / peak}
+        if ref and "gflop_per_step" in ref[0]:
+            s_ref = statistics.median(r["s_per_step"] for r in ref)
+            row.update(reference_gflop=ref[0]["gflop_per_step"], reference_util=ref[0]["gflop_per_step"] / s_ref / peak,
+                       bound_ratio=s_ref / (gflop / peak), util_for_2x=gflop / (s_ref / 2) / peak)
+        out[precision] = row
+    return out
+
+
+def roofline_table(roof: dict[str, dict[str, float]]) -> str:
+    head = ("| precision | project GFLOP/step | reference GFLOP/step | matmul peak GFLOP/s | project % of peak "
+            "| reference % of peak | ratio bound at 100% of peak | % of peak a 2.0x step needs |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for precision, r in roof.items():
+        if "bound_ratio" in r:
+            lines.append(f"| {precision} | {r['project_gflop']:.0f} | {r['reference_gflop']:.0f} "
+                         f"| {r['matmul_peak_gflops']:.0f} | {100 * r['project_util']:.0f}% "
+                         f"| {100 * r['reference_util']:.0f}% | {r['bound_ratio']:.2f}x | {100 * r['util_for_2x']:.0f}% |")
+        else:
+            lines.append(f"| {precision} | {r['project_gflop']:.0f} | - | {r['matmul_peak_gflops']:.0f} "
+                         f"| {100 * r['project_util']:.0f}% | - | - | - |")
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -329,6 +435,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write every child's result and the summary here")
     parser.add_argument("--profile", type=Path, help="write torch.profiler top ops of every child here, one file each "
                         "(profiled steps run slower: profile with --rounds 1, time without)")
+    parser.add_argument("--flops", action="store_true",
+                        help="count each implementation's FLOPs in one extra, untimed step and measure the matmul "
+                             "peak: prints the roofline bound on the ratio (the best any same-math step could reach)")
     parser.add_argument("--_profile", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_one", nargs=2, metavar=("IMPL", "PRECISION"), help=argparse.SUPPRESS)
     parser.add_argument("--_init", type=Path, help=argparse.SUPPRESS)
@@ -341,9 +450,11 @@ def main(argv: list[str] | None = None) -> None:
     if args._one:
         impl, precision = args._one
         if impl == "project":
-            result = run_project(precision, args.steps, args.batch, args._init, args.speedups, args._profile)
+            result = run_project(precision, args.steps, args.batch, args._init, args.speedups, args._profile,
+                                 args.flops)
         else:
-            result = run_reference(args.reference_src, precision, args.steps, args.batch, args._init, args._profile)
+            result = run_reference(args.reference_src, precision, args.steps, args.batch, args._init, args._profile,
+                                   args.flops)
         print(json.dumps(result))
         return
     if args.reference_src is not None and not (args.reference_src / "src" / "open_clip" / "model.py").exists():

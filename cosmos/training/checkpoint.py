@@ -91,13 +91,13 @@ class CheckpointDir:
 
     def save(self, step: int, *, epoch: int, name: str, student: dict, teacher: dict, optimizer: dict,
              scaler: dict | None, extra: dict[str, Any]) -> Path:
-        previous = self.latest()
         try:
             path = export_reference_checkpoint(
                 self.folder / f"step-{step:08d}.pt", student, teacher, epoch=epoch, name=name,
                 optimizer_state=optimizer, scaler_state=scaler, extra={"step": step, **extra},
             )
         except OSError as err:  # e.g. a full disk: the temp file is gone and the previous checkpoint untouched
+            previous = self.latest()
             kept = f"{previous.name} is intact and train.resume=auto resumes from it" if previous else \
                 "no earlier checkpoint exists, so the run restarts from step 0"
             raise CheckpointError(

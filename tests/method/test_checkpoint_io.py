@@ -14,6 +14,7 @@ from cosmos.models import (
     load_cosmos_weights,
     strip_module_prefix,
 )
+from tests.malicious import Marker
 
 
 class _Custom:
@@ -110,21 +111,9 @@ def test_strip_module_prefix_only_strips_leading_prefix():
     assert list(stripped) == ["visual.proj", "visual.module.x"]
 
 
-class _Marker:
-    """Unpickling this would create a marker file: the refusal must happen before any of it runs."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_malicious_pickle_never_runs_and_the_refusal_is_short(tmp_path):
     marker, path = tmp_path / "PWNED", tmp_path / "evil.pt"
-    torch.save({"student": _Marker(str(marker))}, path)
+    torch.save({"student": Marker(str(marker))}, path)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint_file(path)
     message = str(err.value)

@@ -18,6 +18,7 @@ from tests.data.bad.corpus import (
     PRETRAIN, Bench, Seen, child_stage, compose, edit_captions, first_tar, metrics, new_project, png_bytes,
     raw_copy, rewrite_tar, stage,
 )
+from tests.malicious import Marker
 
 TOTAL = 60  # training scenes of the bench
 
@@ -253,18 +254,6 @@ def nonexistent_model(bench):
 
 
 # ----- checkpoints from outside (eval) -----
-
-
-class Marker:
-    """Unpickling this would create a marker file: the refusal must come before any of it runs."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
 
 
 def _eval_project(bench: Bench, name: str, source: dict) -> Path:
