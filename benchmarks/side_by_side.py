@@ -103,9 +103,9 @@ def _flash_cpu_backward_flop(grad_out, query, key, value, *args, out_shape=None,
 def flop_counter():
     """``FlopCounterMode`` that also counts the CPU flash-attention kernels, which torch's registry leaves out.
 
-    Counted: matmuls, convolutions and attention (``4 b h s_q s_k d`` forward, 2.5 times that backward, as torch counts; causal
-    masks are not discounted), the work a roofline bound is about; elementwise ops, norms and the optimizer
-    are not FLOPs here.
+    Counted: matmuls, convolutions and attention (``4 b h s_q s_k d`` forward, 2.5 times that backward, as
+    torch counts; causal masks are not discounted), the work a roofline bound is about; elementwise ops,
+    norms and the optimizer are not FLOPs here.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
