@@ -18,6 +18,7 @@ from cosmos.eval.runner import items_path, run_classification, run_compositional
 from cosmos.io.atomic import atomic_dir, atomic_write_json
 from cosmos.io.provenance import write_run_info
 from cosmos.report.intervals import items_npz
+from cosmos.training.distributed import process_rank
 from cosmos.training.pretrain import launch_pretrain
 from cosmos.training.validation import read_curve
 
@@ -59,6 +60,8 @@ def train_variant(params: dict[str, Any], name: str, seed: int | None = None) ->
     """Pre-train variant `name` (at extra seed `seed`, if given) into runs/ablation/<run>/; returns the summary."""
     run, vparams = _run_params(params, name, seed)
     summary = launch_pretrain(vparams, variant_dir(run), Path(vparams["data"]["root"]) / "shards")
+    if process_rank() != 0:  # under torchrun / srun every rank runs the stage; rank 0 alone writes
+        return summary
     atomic_write_json(curve_path(run), read_curve(variant_dir(run) / "live", vparams["train"]["batch_size"]))
     atomic_write_json(METRICS / f"{run}_train.json", summary)
     return summary

@@ -37,6 +37,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cosmos.data.images import BadImageError, decode_image
+from cosmos.training.preemption import ignore_job_signals
 
 __all__ = ["ShardSet", "TrainLoader", "derive_seed", "read_shard_set"]
 
@@ -156,8 +157,10 @@ class TrainLoader(IterableDataset):
         if not 0 <= skip_batches <= self.batches_per_epoch:
             raise ValueError(f"skip_batches={skip_batches} outside [0, {self.batches_per_epoch}]")
         self._epoch, self._skip = epoch, skip_batches
-        return DataLoader(self, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=False, multiprocessing_context="fork" if self.num_workers else None)
+        # Forked workers would inherit the trainer's job-signal handlers; only the trainer answers a preemption.
+        return DataLoader(self, batch_size=None, num_workers=self.num_workers, persistent_workers=False,
+                          multiprocessing_context="fork" if self.num_workers else None,
+                          worker_init_fn=ignore_job_signals if self.num_workers else None)
 
     def __len__(self) -> int:
         return self.batches_per_epoch

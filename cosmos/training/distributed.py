@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["World", "check_gpus", "cuda_index", "export_job_world", "init_distributed", "wrap_ddp"]
+__all__ = ["World", "barrier", "check_gpus", "cuda_index", "export_job_world", "init_distributed", "process_rank",
+           "wrap_ddp"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,24 @@ def init_distributed(device: torch.device) -> World:
             torch.cuda.set_device(cuda_index(local_rank))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
     return World(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def barrier(world: World) -> None:
+    """Wait for every rank (a no-op in a single process), e.g. until rank 0 has cleared stale checkpoints."""
+    if world.world_size > 1 and dist.is_initialized():
+        dist.barrier()
+
+
+def process_rank() -> int:
+    """This process's global rank under any launch, read from the environment before any process group exists.
+
+    ``RANK`` (torchrun, and submitit tasks once :func:`export_job_world` ran), else ``SLURM_PROCID`` (the task's
+    rank in a plain ``srun`` step; 0 in a batch script), else 0.
+    """
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
 
 
 def wrap_ddp(model: nn.Module, world: World, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:

@@ -33,18 +33,31 @@ class LaunchError(RuntimeError):
 
 
 class _Task:
-    """The picklable callable a submitit job runs; requeued from its own checkpoints on preemption."""
+    """The picklable callable a submitit job runs; requeued from its own checkpoints on preemption.
+
+    On the requeue signal a training function (one that returns ``{"preempted": True, ...}``, as
+    :func:`cosmos.training.pretrain.run_pretrain` does) checkpoints the step in progress and returns; the task
+    then hands the signal to submitit, which requeues (:mod:`cosmos.training.preemption`). Any other function
+    meets the signal through submitit's handler only after it returns, or at once if it never asks.
+    """
 
     def __init__(self, fn: Callable[..., Any], kwargs: dict[str, Any], distributed: bool):
         self.fn, self.kwargs, self.distributed = fn, kwargs, distributed
 
     def __call__(self) -> Any:
+        from cosmos.training.preemption import STOP
+
         _threads_from_allocation()
+        rank = 0
         if self.distributed:
             from cosmos.training.distributed import export_job_world
 
-            export_job_world()
-        return self.fn(**self.kwargs)
+            rank = export_job_world().rank
+        STOP.install()  # the requeue signal now waits for the step boundary (cosmos.training.preemption)
+        result = self.fn(**self.kwargs)
+        if isinstance(result, dict) and result.get("preempted"):
+            STOP.hand_over(rank)  # rank 0 requeues and exits; the others wait for the requeue to end them
+        return result
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit

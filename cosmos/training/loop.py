@@ -86,7 +86,9 @@ class Trainer:
     fingerprint: str = ""
     log: LogFn | None = None
     progress: Callable[[int], Any] | None = None
+    should_stop: Callable[[], bool] | None = None
     position: Position = field(default_factory=Position)
+    stopped: bool = False
     bad_samples: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -129,7 +131,11 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- fit
 
     def fit(self) -> Position:
-        """Train from :attr:`position` to the end (or ``max_steps``); checkpoints per ``checkpoint_every`` and epoch."""
+        """Train from :attr:`position` to the end (or ``max_steps``); checkpoints per ``checkpoint_every`` and epoch.
+
+        ``should_stop`` (the preemption request, :mod:`cosmos.training.preemption`) is asked after every step;
+        when it says so the step just done is checkpointed, :attr:`stopped` is set and ``fit`` returns.
+        """
         pos = self.position
         while pos.epoch < self.epochs:
             start, seen = time.perf_counter(), 0
@@ -143,13 +149,20 @@ class Trainer:
                 if self.log is not None and (pos.step % self.log_every == 0 or pos.step == self.total_steps):
                     self.log(pos.step, {**metrics, **self._scalars(pos.step - 1),
                                         "samples_per_s": seen / (time.perf_counter() - start)})
+                saved = True
                 if pos.batches == self.loader.batches_per_epoch:
                     pos.epoch, pos.batches = pos.epoch + 1, 0
                     self.save()
                 elif self.checkpoint_every and pos.step % self.checkpoint_every == 0:
                     self.save()
-                if self.max_steps and pos.step >= self.max_steps:
-                    if pos.batches:  # not just saved at an epoch end
+                else:
+                    saved = False
+                # A requested stop (preemption) is a collective on every rank: asked at every boundary, also the last.
+                stop = self.should_stop is not None and self.should_stop()
+                if stop and pos.step < self.total_steps:
+                    self.stopped = True
+                if self.stopped or (self.max_steps and pos.step >= self.max_steps):
+                    if not saved:
                         self.save()
                     return pos
         return pos

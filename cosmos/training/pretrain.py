@@ -31,11 +31,13 @@ from cosmos.training.distributed import World, cuda_index, wrap_ddp
 from cosmos.training.livelog import repair_live
 from cosmos.training.loop import Trainer, config_fingerprint
 from cosmos.training.optim import build_optimizer
+from cosmos.training.preemption import STOP
 from cosmos.training.runtime import tune_malloc
 from cosmos.training.validation import RetrievalCurve
 from cosmos.training.precision import Precision
 
-__all__ = ["build_trainer", "launch_pretrain", "pick_device", "pretrain"]
+__all__ = ["build_trainer", "check_finished", "clear_stale_checkpoints", "launch_pretrain", "pick_device", "pretrain",
+           "pretrain_job", "run_pretrain"]
 
 
 def pick_device(name: str, world: World) -> torch.device:
@@ -198,6 +200,7 @@ def pretrain(trainer: Trainer, live_dir: str | Path | None = None, show_progress
     steps = position.step - first_step
     return {
         "steps": position.step, "epochs_completed": position.epoch, "finished": position.step == trainer.total_steps,
+        "preempted": trainer.stopped,
         "final": {k: v for k, v in last.items() if k != "samples_per_s" and not k.startswith("val/")},
         "curve": {k[4:]: v for k, v in last.items() if k.startswith("val/")},
         "samples_per_s": steps * trainer.loader.batch * trainer.loader.world / seconds if steps else None,
@@ -223,52 +226,82 @@ def parse_sections(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pretrain(params: dict[str, Any], out_dir: str, live_dir: str, shard_dir: str) -> dict[str, Any]:
-    """The whole training job (in-process or inside a submitit task): returns the summary metrics on rank 0."""
+    """The whole training job (in-process, under ``torchrun``, or inside a submitit task): the summary on rank 0.
+
+    One writer: whatever the launch, only rank 0 clears stale checkpoints (:func:`clear_stale_checkpoints`,
+    before the others look for one to resume from: a barrier separates the two), saves checkpoints, logs and
+    writes ``run_info.json``. Other ranks return ``{"rank": R}``, which :func:`cosmos.stage.is_main_process`
+    lets the stage layer recognise.
+    """
     from cosmos.io.provenance import write_run_info
-    from cosmos.training.distributed import check_gpus, init_distributed
+    from cosmos.training.distributed import barrier, check_gpus, init_distributed
 
     sections = parse_sections(params)
     train, launcher = sections["train"], sections["launcher"]
     if launcher.name == "slurm":  # GPUs asked for but not usable: fail now, not after training on the CPU
         check_gpus(launcher.gpus_per_node, int(os.environ.get("LOCAL_RANK", "0")))
     world = init_distributed(pick_device(train.device, World()))
+    if world.is_main and train.resume == "auto":
+        clear_stale_checkpoints(params, sections, out_dir)
+    barrier(world)
     trainer = build_trainer(out_dir=out_dir, shard_dir=shard_dir, seed=params["seed"], model=sections["model"],
                             optim=sections["optim"], train=train, switches=sections["switches"], world=world)
+    trainer.should_stop = partial(STOP.requested, world.world_size)
     curve = learning_curve(trainer, train) if world.is_main else None
     summary = pretrain(trainer, live_dir=live_dir if world.is_main else None, show_progress=world.is_main,
                        curve=curve, val_every=train.val_every)
-    if world.is_main:
-        if summary["finished"]:
-            summary["checkpoint"] = CheckpointDir(out_dir).finalize().name
-        config = {k: params[k] for k in ("seed", "model", "optim", "train", "launcher", "distill")}
-        write_run_info(out_dir, "pretrain", config, params["seed"])
+    if not world.is_main:
+        return {"rank": world.rank, **{k: summary[k] for k in ("steps", "finished", "preempted")}}
+    if summary["finished"]:
+        summary["checkpoint"] = CheckpointDir(out_dir).finalize().name
+    config = {k: params[k] for k in ("seed", "model", "optim", "train", "launcher", "distill")}
+    write_run_info(out_dir, "pretrain", config, params["seed"])
+    return summary
+
+
+def clear_stale_checkpoints(params: dict[str, Any], sections: dict[str, Any], out_dir: str | Path) -> list[str]:
+    """Clear ``out_dir`` of everything but the unfinished checkpoints of this very config (``train.resume=auto``).
+
+    The stages' checkpoint outs are ``persist: true`` in dvc.yaml, so a killed ``dvc repro`` (or a requeued
+    job) resumes exactly, while a changed config or code trains anew (:meth:`CheckpointDir.discard_stale`).
+    """
+    fingerprint = run_fingerprint(seed=params["seed"], model=sections["model"], optim=sections["optim"],
+                                  train=sections["train"], switches=sections["switches"])
+    gone = CheckpointDir(out_dir).discard_stale(fingerprint)
+    if gone:
+        print(f"pretrain: removed stale {', '.join(gone)} from {out_dir} (another config, a finished run, or an "
+              "interrupted write)", flush=True)
+    return gone
+
+
+def pretrain_job(params: dict[str, Any], out: str | Path, shard_dir: str | Path) -> dict[str, Any]:
+    """Validate ``params`` and return the keyword arguments of :func:`run_pretrain` into ``out``/{checkpoints,live}.
+
+    Paths are made absolute because queued experiments and submitit jobs run in other folders. Raises on a
+    bad config before any work is queued.
+    """
+    parse_sections(params)
+    out = Path(out)
+    return {"params": params, "out_dir": str((out / "checkpoints").resolve()),
+            "live_dir": str((out / "live").resolve()), "shard_dir": str(Path(shard_dir).resolve())}
+
+
+def check_finished(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` if the run reached its last step; raises otherwise, so a stage never records partial outputs."""
+    if not summary["finished"]:
+        raise RuntimeError(f"training stopped at step {summary['steps']} (train.max_steps); outputs are partial")
     return summary
 
 
 def launch_pretrain(params: dict[str, Any], out: str | Path, shard_dir: str | Path) -> dict[str, Any]:
-    """Validate, then run :func:`run_pretrain` with the configured launcher into ``out``/{checkpoints,live,submitit}.
+    """Run :func:`run_pretrain` with the configured launcher into ``out``/{checkpoints,live,submitit}.
 
-    With ``train.resume=auto`` the checkpoints folder is first cleared of everything but the unfinished
-    checkpoints of this very config (:meth:`CheckpointDir.discard_stale`): the stage's outs are
-    ``persist: true`` in dvc.yaml, so a killed ``dvc repro`` resumes exactly, while a changed config or
-    code trains anew. Paths are made absolute because queued experiments and submitit jobs run in other
-    folders. Raises when the run stopped early (``train.max_steps``), so a stage never records partial
-    outputs as finished.
+    Stale checkpoints are cleared by rank 0 inside the run (:func:`clear_stale_checkpoints`), so a
+    requeued job and every launch path clear them the same way. Raises when the run stopped early
+    (``train.max_steps``).
     """
     from cosmos.training.launch import launch
 
-    sections = parse_sections(params)  # fail on a bad config before any work
-    out = Path(out)
-    if sections["train"].resume == "auto":  # DVC keeps the folder (persist), so a killed stage resumes
-        fingerprint = run_fingerprint(seed=params["seed"], model=sections["model"], optim=sections["optim"],
-                                      train=sections["train"], switches=sections["switches"])
-        gone = CheckpointDir(out / "checkpoints").discard_stale(fingerprint)
-        if gone:
-            print(f"pretrain: removed stale {', '.join(gone)} from {out / 'checkpoints'} (another config, a "
-                  "finished run, or an interrupted write)", flush=True)
-    kwargs = {"params": params, "out_dir": str((out / "checkpoints").resolve()),
-              "live_dir": str((out / "live").resolve()), "shard_dir": str(Path(shard_dir).resolve())}
-    summary = launch(run_pretrain, kwargs, sections["launcher"], out / "submitit")
-    if not summary["finished"]:
-        raise RuntimeError(f"training stopped at step {summary['steps']} (train.max_steps); outputs are partial")
-    return summary
+    kwargs = pretrain_job(params, out, shard_dir)
+    launcher = parse_sections(params)["launcher"]
+    return check_finished(launch(run_pretrain, kwargs, launcher, Path(out) / "submitit"))
