@@ -1,7 +1,9 @@
 """DVC stage `eval_classification`: zero-shot classification of the models named by `eval.source` (reference spec 7).
 
-Reads: eval, model.name, seed. Writes: runs/eval/classification/ (run_info.json, per-class accuracy CSVs),
+Reads: eval, model.name, seed, launcher. Writes: runs/eval/classification/ (run_info.json, per-class accuracy CSVs),
 reports/metrics/eval_classification.json.
+`launcher=local` evaluates in this process; `submitit_local`/`slurm` submit a one-task job and block on it
+(eval.launcher overrides its settings; job logs in runs/eval/submitit/classification/).
 """
 
 from cosmos.eval.runner import run_classification, stage_main

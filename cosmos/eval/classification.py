@@ -87,13 +87,14 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Te
 
 
 def evaluate_classification(em: EvalModel, data: ImageFolderSet, classnames: list[str], templates: list[str],
-                            batch_size: int = 64, items: dict[str, ItemScores] | None = None
-                            ) -> tuple[dict[str, float], list[dict]]:
+                            batch_size: int = 64, items: dict[str, ItemScores] | None = None,
+                            text_batch_size: int = 256) -> tuple[dict[str, float], list[dict]]:
     """Top-1/top-5 (percent) and per-class rows ``{class, images, top1, top5}``; ``items``, when given,
-    receives the per-image hits of ``top1`` and ``top5`` (for bootstrap intervals)."""
+    receives the per-image hits of ``top1`` and ``top5`` (for bootstrap intervals). Images are embedded
+    ``batch_size`` and class prompts ``text_batch_size`` per forward."""
     if len(classnames) != len(data.folders):
         raise ValueError(f"{len(classnames)} class names for {len(data.folders)} class folders")
-    w = zero_shot_classifier(em, classnames, templates)
+    w = zero_shot_classifier(em, classnames, templates, text_batch_size)
     img = embed_images(em, data.paths, batch_size, desc="classification images")
     logits = 100.0 * img @ w
     labels = torch.tensor(data.labels)

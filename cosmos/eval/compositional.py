@@ -20,16 +20,17 @@ __all__ = ["probe_correct", "probe_accuracy", "evaluate_compositional", "suppres
 
 
 def probe_correct(em: EvalModel, records: list[dict[str, str]], image_root: str | Path,
-                  batch_size: int = 64) -> np.ndarray:
-    """``[R]`` bool: the record's true caption outscores its negative for the record's image."""
+                  batch_size: int = 64, text_batch_size: int = 256) -> np.ndarray:
+    """``[R]`` bool: the record's true caption outscores its negative for the record's image (images embedded
+    ``batch_size``, captions ``text_batch_size`` per forward; scores compared on the CPU)."""
     if not records:
         raise ValueError("empty probe")
     files = sorted({r["filename"] for r in records})
     img = embed_images(em, [Path(image_root) / f for f in files], batch_size, desc="probe images")
     row = {f: i for i, f in enumerate(files)}
     idx = [row[r["filename"]] for r in records]
-    pos = embed_texts(em, [r["caption"] for r in records], desc="captions")
-    neg = embed_texts(em, [r["negative_caption"] for r in records], desc="negatives")
+    pos = embed_texts(em, [r["caption"] for r in records], text_batch_size, desc="captions")
+    neg = embed_texts(em, [r["negative_caption"] for r in records], text_batch_size, desc="negatives")
     img = img[idx]
     return ((img * pos).sum(1) > (img * neg).sum(1)).numpy()
 
@@ -41,13 +42,14 @@ def probe_accuracy(em: EvalModel, records: list[dict[str, str]], image_root: str
 
 
 def _hits_by_type(em: EvalModel, root: Path, probe_types: list[str], image_dir: str,
-                  batch_size: int) -> dict[str, np.ndarray]:
+                  batch_size: int, text_batch_size: int) -> dict[str, np.ndarray]:
     """Per-record hits of every type, from one pass over the records of all types (types share images)."""
     records = {t: read_probe(root / f"{t}.json") for t in probe_types}
     empty = [t for t, r in records.items() if not r]
     if empty:
         raise ValueError(f"empty probe file(s) {empty} under {root}")
-    hits = probe_correct(em, [r for t in probe_types for r in records[t]], root / image_dir, batch_size)
+    hits = probe_correct(em, [r for t in probe_types for r in records[t]], root / image_dir, batch_size,
+                         text_batch_size)
     out, start = {}, 0
     for t in probe_types:
         out[t] = hits[start:start + len(records[t])].astype(np.float64)
@@ -57,7 +59,7 @@ def _hits_by_type(em: EvalModel, root: Path, probe_types: list[str], image_dir: 
 
 def evaluate_compositional(em: EvalModel, root: str | Path, probe_types: list[str], image_dir: str = "images",
                            batch_size: int = 64, items: dict[str, ItemScores] | None = None,
-                           suppression: list[str] = ()) -> dict:
+                           suppression: list[str] = (), text_batch_size: int = 256) -> dict:
     """``{type: accuracy}`` for each ``<root>/<type>.json`` plus their unweighted ``mean``, and under
     ``suppression`` the accuracy of each feature-suppression probe listed, with the gaps ``gap_obj`` =
     dominant_obj - minor_obj and ``gap_att`` = dominant_att - minor_att where both are listed.
@@ -67,7 +69,7 @@ def evaluate_compositional(em: EvalModel, root: str | Path, probe_types: list[st
     under ``suppression.<type>``.
     """
     root = Path(root)
-    hits = _hits_by_type(em, root, [*probe_types, *suppression], image_dir, batch_size)
+    hits = _hits_by_type(em, root, [*probe_types, *suppression], image_dir, batch_size, text_batch_size)
     out: dict = {t: 100.0 * float(hits[t].mean()) for t in probe_types}
     out["mean"] = sum(out.values()) / len(out)
     if suppression:

@@ -70,11 +70,13 @@ def cross_attention_maps(em: EvalModel, image: torch.Tensor, caption: str) -> di
         raise ValueError("cross-attention maps need a COSMOS model (with attn_cross_pool modules)")
     m = em.model
     ids = em.tokenizer([caption])
-    img_feat, img_tok = vision_forward(m.visual, image.unsqueeze(0))
-    txt_feat, txt_tok = text_forward(m, ids)
+    image = image.unsqueeze(0).to(em.device)
+    img_feat, img_tok = vision_forward(m.visual, image)
+    txt_feat, txt_tok = text_forward(m, ids.to(em.device))
     _, w_img = m.visual.attn_cross_pool(txt_feat, m.image_token_mapping(img_tok), return_attention=True)
     _, w_txt = m.text_attn_cross_pool(img_feat, m.text_token_mapping(txt_tok), return_attention=True)
-    grid = m.visual.conv1(image.unsqueeze(0)).shape[-2:]
+    w_img, w_txt = w_img.cpu(), w_txt.cpu()
+    grid = m.visual.conv1(image).shape[-2:]
     n = int(ids[0].argmax()) + 1  # up to and including EOT (the highest id)
     decoder = getattr(em.tokenizer, "decoder", {})
     tokens = [decoder.get(int(t), str(int(t))).replace("</w>", "") for t in ids[0, :n]]

@@ -115,11 +115,12 @@ def recall_items(sim: torch.Tensor, caption_to_image, ks=RECALL_KS) -> dict[str,
 
 
 def evaluate_retrieval(em: EvalModel, data: CaptionSet, batch_size: int = 64,
-                       items: dict[str, ItemScores] | None = None) -> dict[str, float]:
-    """Embed all images and captions of ``data`` with ``em`` and return :func:`recall_metrics`; ``items``,
-    when given, receives :func:`recall_items` under the same metric names."""
+                       items: dict[str, ItemScores] | None = None, text_batch_size: int = 256) -> dict[str, float]:
+    """Embed all images (``batch_size`` per forward) and captions (``text_batch_size``) of ``data`` with ``em``
+    and return :func:`recall_metrics`; ``items``, when given, receives :func:`recall_items` under the same
+    metric names. The similarity matrix and the ranks are computed on the CPU."""
     img = embed_images(em, data.image_paths, batch_size, desc="retrieval images")
-    txt = embed_texts(em, data.captions, 4 * batch_size, desc="retrieval captions")
+    txt = embed_texts(em, data.captions, text_batch_size, desc="retrieval captions")
     sim = img @ txt.T
     metrics = recall_metrics(sim, data.caption_to_image)
     metrics.update(images=len(data.image_paths), captions=len(data.captions))

@@ -4,6 +4,11 @@ Each ``run_*`` function takes the ``eval`` params section (``conf/eval/*.yaml``)
 its tables and pictures there, and returns the metrics dict the stage saves as
 ``reports/metrics/eval_<task>.json``: ``{"source": ..., "chance": ..., "<label>": {...}}`` with one entry per
 evaluated weight set (``student``, ``teacher`` or ``openclip``).
+
+Settings of the ``eval`` section read here, besides each task's own: ``device`` (``auto`` | ``cpu`` | ``cuda``,
+:mod:`cosmos.eval.device`), ``batch_size`` (images per forward), ``text_batch_size`` (captions and prompts per
+forward), ``segmentation.batch_images`` / ``segmentation.window_batch`` (sliding windows per forward) and
+``launcher`` (:mod:`cosmos.eval.launch`: overrides of the ``launcher`` section for the evaluation job).
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cosmos.eval import classification as cls_eval
 from cosmos.eval import compositional, retrieval, segmentation
+from cosmos.eval.device import resolve_device
+from cosmos.eval.launch import eval_launcher, run_evaluation
 from cosmos.eval.pictures import save_cross_attention_figure, save_segmentation_grid
 from cosmos.eval.seg_datasets import read_benchmark
 from cosmos.eval.sources import EvalModel, load_eval_models, resolve_checkpoint
@@ -25,26 +33,42 @@ from cosmos.io.atomic import atomic_write_text
 from cosmos.report.intervals import ItemScores
 
 __all__ = ["models_for", "run_retrieval", "run_classification", "run_segmentation", "run_compositional",
-           "write_csv", "items_path", "read_retrieval_set", "retrieval_chance", "segmentation_chance"]
+           "write_csv", "items_path", "read_retrieval_set", "retrieval_chance", "segmentation_chance",
+           "eval_device", "batch_sizes", "evaluate_into", "stage_main", "EVAL_LOGS"]
 
 
 # One stage runs several evaluations of the same weights (ablation_eval: all four); load them once.
 _LOADED: dict[str, dict[str, EvalModel]] = {}
 
 
+def eval_device(cfg: dict[str, Any]) -> torch.device:
+    """``eval.device`` resolved here (``auto`` when the key is absent, as in configs older than the key)."""
+    return resolve_device(cfg.get("device", "auto"))
+
+
+def batch_sizes(cfg: dict[str, Any]) -> tuple[int, int]:
+    """``(images, texts)`` per forward: ``eval.batch_size`` and ``eval.text_batch_size`` (default 256)."""
+    sizes = {"batch_size": cfg["batch_size"], "text_batch_size": cfg.get("text_batch_size", 256)}
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"eval.{key}={value!r} must be an integer >= 1")
+    return sizes["batch_size"], sizes["text_batch_size"]
+
+
 def models_for(cfg: dict[str, Any], model_name: str, weights: str | None = None) -> dict[str, EvalModel]:
-    """The models of ``cfg["source"]``, loaded once per process for the same source, file state and weights."""
-    source, weights = cfg["source"], weights or cfg["weights"]
+    """The models of ``cfg["source"]`` on :func:`eval_device`, loaded once per process for the same source,
+    file state, weights and device."""
+    source, weights, device = cfg["source"], weights or cfg["weights"], eval_device(cfg)
     stamp = None
     if source.get("kind") == "checkpoint":
         path = resolve_checkpoint(source["path"])
         stat = path.stat()
         stamp = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    key = json.dumps([source, model_name, weights, stamp], sort_keys=True, default=str)
+    key = json.dumps([source, model_name, weights, stamp, str(device)], sort_keys=True, default=str)
     if key not in _LOADED:
         while len(_LOADED) >= 2:  # e.g. "both" and segmentation's "teacher" of one checkpoint
             del _LOADED[next(iter(_LOADED))]
-        _LOADED[key] = load_eval_models(source, model_name=model_name, weights=weights)
+        _LOADED[key] = load_eval_models(source, model_name=model_name, weights=weights, device=device)
     return _LOADED[key]
 
 
@@ -94,6 +118,7 @@ def run_retrieval(cfg: dict[str, Any], model_name: str, out_dir: Path,
                   items: dict[str, ItemScores] | None = None) -> dict[str, Any]:
     """``items``, when given, receives per-item scores under the metric paths of the result (every run_*)."""
     data = read_retrieval_set(cfg["retrieval"])
+    image_batch, text_batch = batch_sizes(cfg)
     models = models_for(cfg, model_name)
     result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": retrieval_chance(data.caption_to_image)}
     n_pics = int(cfg["pictures"]["cross_attention"])
@@ -102,7 +127,7 @@ def run_retrieval(cfg: dict[str, Any], model_name: str, out_dir: Path,
         first_caption.setdefault(owner, data.captions[t])
     for label, em in models.items():
         got: dict[str, ItemScores] = {}
-        result[label] = retrieval.evaluate_retrieval(em, data, cfg["batch_size"], got)
+        result[label] = retrieval.evaluate_retrieval(em, data, image_batch, got, text_batch)
         _merge(items, label, got)
         if n_pics and em.is_cosmos:
             pairs = [(data.image_paths[i], first_caption[i]) for i in range(min(n_pics, len(data.image_paths)))]
@@ -128,6 +153,7 @@ def run_classification(cfg: dict[str, Any], model_name: str, out_dir: Path,
     if not datasets:
         raise ValueError("eval.classification.datasets names no set: give at least one "
                          "{root, classnames, templates} entry (see conf/eval/synthetic.yaml)")
+    image_batch, text_batch = batch_sizes(cfg)
     models = models_for(cfg, model_name)
     result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": {}}
     for name, ccfg in datasets.items():
@@ -137,7 +163,8 @@ def run_classification(cfg: dict[str, Any], model_name: str, out_dir: Path,
         result["chance"][name] = {"top1": 100.0 / n, "top5": 100.0 * min(5, n) / n}
         for label, em in models.items():
             got: dict[str, ItemScores] = {}
-            metrics, rows = cls_eval.evaluate_classification(em, data, classnames, templates, cfg["batch_size"], got)
+            metrics, rows = cls_eval.evaluate_classification(em, data, classnames, templates, image_batch, got,
+                                                             text_batch)
             _merge(items, f"{label}.{name}", got)
             result.setdefault(label, {})[name] = {**metrics, "templates": len(templates)}
             write_csv(out_dir / f"{label}_{name}_per_class.csv", rows)
@@ -160,6 +187,7 @@ def segmentation_chance(gt_pixels: np.ndarray) -> float:
 def run_segmentation(cfg: dict[str, Any], model_name: str, out_dir: Path,
                      items: dict[str, ItemScores] | None = None) -> dict[str, Any]:
     scfg = cfg["segmentation"]
+    text_batch = batch_sizes(cfg)[1]
     models = models_for(cfg, model_name, scfg["weights"])
     templates = cls_eval.imagenet_metadata()[1] if scfg["templates"] == "openai" else cls_eval.read_templates(scfg["templates"])
     result: dict[str, Any] = {"source": _source_info(cfg, models), "chance": {}}
@@ -170,7 +198,9 @@ def run_segmentation(cfg: dict[str, Any], model_name: str, out_dir: Path,
         for label, em in models.items():
             got: dict[str, ItemScores] = {}
             metrics, rows, examples = segmentation.evaluate_segmentation(
-                em, data, templates, csa=scfg["csa"], keep_examples=int(scfg["pictures"]), items=got)
+                em, data, templates, csa=scfg["csa"], keep_examples=int(scfg["pictures"]),
+                batch_images=int(scfg.get("batch_images", 16)), window_batch=scfg.get("window_batch"),
+                text_batch_size=text_batch, items=got)
             _merge(items, f"{label}.{bench}", got)
             result.setdefault(label, {})[bench] = metrics
             write_csv(out_dir / f"{label}_{bench}_per_class.csv", rows)
@@ -186,6 +216,7 @@ def run_compositional(cfg: dict[str, Any], model_name: str, out_dir: Path,
     """SugarCrepe ``types`` (their ``mean`` is the headline) and, under ``suppression``, the
     feature-suppression probes ``suppression`` lists (``cosmos/data/synthetic/probes.py``) and their gaps."""
     pcfg = cfg["compositional"]
+    image_batch, text_batch = batch_sizes(cfg)
     models = models_for(cfg, model_name)
     types, probes = list(pcfg["types"]), list(pcfg.get("suppression") or [])
     chance: dict[str, Any] = {t: 50.0 for t in [*types, "mean"]}
@@ -195,7 +226,8 @@ def run_compositional(cfg: dict[str, Any], model_name: str, out_dir: Path,
     for label, em in models.items():
         got: dict[str, ItemScores] = {}
         result[label] = compositional.evaluate_compositional(em, pcfg["root"], types, pcfg["image_dir"],
-                                                             cfg["batch_size"], got, suppression=probes)
+                                                             image_batch, got, suppression=probes,
+                                                             text_batch_size=text_batch)
         _merge(items, label, got)
     return result
 
@@ -209,18 +241,39 @@ def items_path(run: str, task: str) -> Path:
     return ITEMS_ROOT / run / f"{task}.npz"
 
 
+# Job logs of the eval_* stages: runs/eval/submitit/<task>/<job id>/, beside (never inside) the DVC outs
+# runs/eval/<task>, which the stage swaps in whole and DVC hashes whole.
+EVAL_LOGS = Path("runs/eval/submitit")
+
+
+def evaluate_into(fn, cfg: dict[str, Any], model_name: str,
+                  out_dir: str) -> tuple[dict[str, Any], dict[str, ItemScores]]:
+    """``fn`` (a ``run_*``) with its tables and pictures in ``out_dir``: ``(metrics, per-item scores)``; what an
+    evaluation job runs and returns."""
+    items: dict[str, ItemScores] = {}
+    metrics = fn(cfg, model_name, Path(out_dir), items)
+    return metrics, items
+
+
 def stage_main(params: dict[str, Any], task: str, fn) -> dict[str, Any]:
     """Body of stage ``eval_<task>``: run ``fn`` into ``runs/eval/<task>`` (atomic folder swap), write
     ``run_info.json`` there, the metrics to ``reports/metrics/eval_<task>.json`` and the per-item scores
-    to :func:`items_path` ``("base", task)``."""
+    to :func:`items_path` ``("base", task)``.
+
+    ``fn`` runs in this process, or in a job when ``launcher`` (with ``eval.launcher`` over it) submits jobs
+    (:mod:`cosmos.eval.launch`); then the job writes the tables and pictures into the temporary folder and
+    everything else is written here, after the job succeeded.
+    """
     from cosmos.io.atomic import atomic_dir, atomic_write_bytes, atomic_write_json
     from cosmos.io.provenance import write_run_info
     from cosmos.report.intervals import items_npz
 
     cfg = params["eval"]
-    items: dict[str, ItemScores] = {}
+    launcher = eval_launcher(params.get("launcher"), cfg.get("launcher"), job_name=f"cosmos-eval-{task}")
     with atomic_dir(Path("runs/eval") / task) as tmp:
-        metrics = fn(cfg, params["model"]["name"], tmp, items)
+        kwargs = {"fn": fn, "cfg": cfg, "model_name": params["model"]["name"], "out_dir": str(tmp.resolve())}
+        metrics, items = run_evaluation(evaluate_into, kwargs, launcher, EVAL_LOGS / task,
+                                        device=cfg.get("device", "auto"), stage=f"eval_{task}")
         write_run_info(tmp, f"eval_{task}", {"eval": cfg, "model": params["model"]}, params.get("seed"))
     atomic_write_bytes(items_path("base", task), items_npz(items))
     atomic_write_json(f"reports/metrics/eval_{task}.json", metrics)

@@ -15,6 +15,12 @@ Per image (``clip_segmentor.py`` of SCLIP / COSMOS):
 Class queries: each synonym on a class line is one query, embedded as the renormalized mean of its
 normalized template embeddings (80 OpenAI templates in the reference).
 
+Batching and device: the windows of up to ``batch_images`` consecutive images of equal preprocessed size
+are cut into one ``[B * n_windows, 3, crop, crop]`` tensor on ``em.device`` and encoded ``window_batch`` at a
+time (all at once by default). Each window is encoded on its own (no attention across the batch), so this
+gives the logits of SCLIP's one-window-at-a-time loop. Logit accumulation, upsampling and ``postprocess`` run
+on the device too; only the ``[H, W]`` class map comes back to the CPU for the confusion matrix.
+
 mIoU (mmseg ``IoUMetric``): a confusion matrix over pixels whose label is not 255; per class
 IoU = TP / (TP + FP + FN). A class absent from both prediction and ground truth has 0/0 = NaN and is left
 out of the mean (``nanmean``); a class predicted but absent from the ground truth has IoU 0 and counts.
@@ -37,8 +43,8 @@ from cosmos.eval.seg_datasets import IGNORE_INDEX, SegDataset, SegSettings, load
 from cosmos.eval.sources import EvalModel
 from cosmos.report.intervals import ItemScores
 
-__all__ = ["preprocess", "class_queries", "slide_logits", "slide_logits_batch", "postprocess", "confusion_matrix",
-           "iou_metrics", "predict", "evaluate_segmentation"]
+__all__ = ["preprocess", "class_queries", "window_boxes", "slide_logits", "slide_logits_batch", "postprocess",
+           "confusion_matrix", "iou_metrics", "predict", "evaluate_segmentation"]
 
 
 def preprocess(img: Image.Image, short_side: int, long_cap: int = 2048) -> torch.Tensor:
@@ -54,11 +60,12 @@ def preprocess(img: Image.Image, short_side: int, long_cap: int = 2048) -> torch
     return (x - mean) / std
 
 
-def class_queries(em: EvalModel, class_names: list[list[str]], templates: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(queries [Q, E] normalized, query_class [Q])``: one query per synonym."""
+def class_queries(em: EvalModel, class_names: list[list[str]], templates: list[str],
+                  text_batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(queries [Q, E] normalized, query_class [Q])`` on the CPU: one query per synonym."""
     names = [n for syns in class_names for n in syns]
     owner = torch.tensor([c for c, syns in enumerate(class_names) for _ in syns])
-    emb = embed_texts(em, [t.format(n) for n in names for t in templates], desc="class queries")
+    emb = embed_texts(em, [t.format(n) for n in names for t in templates], text_batch_size, desc="class queries")
     q = F.normalize(emb.view(len(names), len(templates), -1).mean(1), dim=-1)
     return q, owner
 
@@ -73,16 +80,14 @@ def _window_logits(em: EvalModel, windows: torch.Tensor, queries: torch.Tensor, 
 @torch.no_grad()
 def slide_logits(em: EvalModel, img: torch.Tensor, queries: torch.Tensor, crop: int, stride: int,
                  csa: bool = True) -> torch.Tensor:
-    """``[Q, h, w]`` cosine logits of a ``[1, 3, h, w]`` image by sliding windows (SCLIP ``forward_slide``)."""
+    """``[Q, h, w]`` cosine logits of a ``[1, 3, h, w]`` image by sliding windows (SCLIP ``forward_slide``),
+    on ``em.device``."""
     return slide_logits_batch(em, img, queries, crop, stride, csa)[0]
 
 
-@torch.no_grad()
-def slide_logits_batch(em: EvalModel, imgs: torch.Tensor, queries: torch.Tensor, crop: int, stride: int,
-                       csa: bool = True) -> torch.Tensor:
-    """``[B, Q, h, w]``: :func:`slide_logits` of each of ``B`` same-size images ``[B, 3, h, w]``, all their
-    windows in one forward (each window is encoded on its own, so batching does not change a logit)."""
-    b, _, h, w = imgs.shape
+def window_boxes(h: int, w: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """``(y1, y2, x1, x2)`` of every sliding window over an ``h x w`` image, row-major; the last row and column
+    are shifted back to the border, so every window is ``min(crop, h) x min(crop, w)``."""
     n_h = max(h - crop + stride - 1, 0) // stride + 1
     n_w = max(w - crop + stride - 1, 0) // stride + 1
     boxes = []
@@ -90,11 +95,29 @@ def slide_logits_batch(em: EvalModel, imgs: torch.Tensor, queries: torch.Tensor,
         for j in range(n_w):
             y2, x2 = min(i * stride + crop, h), min(j * stride + crop, w)
             boxes.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
-    # every window has the same size (min(crop, h), min(crop, w)): [B * n_boxes, 3, c_h, c_w], image-major
+    return boxes
+
+
+@torch.no_grad()
+def slide_logits_batch(em: EvalModel, imgs: torch.Tensor, queries: torch.Tensor, crop: int, stride: int,
+                       csa: bool = True, window_batch: int | None = None) -> torch.Tensor:
+    """``[B, Q, h, w]`` on ``em.device``: :func:`slide_logits` of each of ``B`` same-size images ``[B, 3, h, w]``.
+
+    Their ``B * n_windows`` windows are encoded ``window_batch`` per forward (``None``: all in one); each window
+    is encoded on its own, so neither ``B`` nor ``window_batch`` changes a logit.
+    """
+    imgs, queries = imgs.to(em.device), queries.to(em.device)
+    b, _, h, w = imgs.shape
+    boxes = window_boxes(h, w, crop, stride)
+    # [B * n_boxes, 3, c_h, c_w], image-major
     windows = torch.stack([imgs[..., y1:y2, x1:x2] for y1, y2, x1, x2 in boxes], dim=1).flatten(0, 1)
-    win_logits = _window_logits(em, windows, queries, csa).unflatten(0, (b, len(boxes)))
-    total = torch.zeros(b, queries.shape[0], h, w)
-    count = torch.zeros(1, 1, h, w)
+    step = window_batch or len(windows)
+    if step < 1:
+        raise ValueError(f"eval.segmentation.window_batch={window_batch} must be >= 1 (or null: all windows at once)")
+    win_logits = torch.cat([_window_logits(em, windows[i:i + step], queries, csa)
+                            for i in range(0, len(windows), step)]).unflatten(0, (b, len(boxes)))
+    total = torch.zeros(b, queries.shape[0], h, w, device=imgs.device)
+    count = torch.zeros(1, 1, h, w, device=imgs.device)
     for k, (y1, y2, x1, x2) in enumerate(boxes):
         total[..., y1:y2, x1:x2] += win_logits[:, k]
         count[..., y1:y2, x1:x2] += 1
@@ -102,11 +125,12 @@ def slide_logits_batch(em: EvalModel, imgs: torch.Tensor, queries: torch.Tensor,
 
 
 def postprocess(logits: torch.Tensor, query_class: torch.Tensor, n_classes: int, settings: SegSettings) -> torch.Tensor:
-    """``[H, W]`` class map from query logits ``[Q, H, W]`` (SCLIP ``postprocess_result``)."""
+    """``[H, W]`` class map from query logits ``[Q, H, W]`` (SCLIP ``postprocess_result``), on their device."""
     probs = (logits * settings.logit_scale).softmax(0)
     if n_classes != len(query_class):  # max over each class's synonym queries
-        index = query_class.view(-1, 1, 1).expand_as(probs)
-        probs = torch.zeros(n_classes, *probs.shape[1:]).scatter_reduce(0, index, probs, "amax", include_self=False)
+        index = query_class.to(probs.device).view(-1, 1, 1).expand_as(probs)
+        probs = torch.zeros(n_classes, *probs.shape[1:], device=probs.device).scatter_reduce(
+            0, index, probs, "amax", include_self=False)
     if settings.area_thd is not None:
         area = torch.bincount(probs.argmax(0).flatten(), minlength=n_classes)[1:].float()
         keep = (area > settings.area_thd * area.sum()).float()
@@ -145,11 +169,11 @@ def iou_metrics(cm: np.ndarray) -> dict[str, np.ndarray | float]:
 @torch.no_grad()
 def predict(em: EvalModel, img: Image.Image, out_size: tuple[int, int], queries: torch.Tensor,
             query_class: torch.Tensor, n_classes: int, settings: SegSettings, csa: bool = True) -> torch.Tensor:
-    """``[H, W]`` prediction at ``out_size`` (the label's size) for one PIL image."""
+    """``[H, W]`` CPU prediction at ``out_size`` (the label's size) for one PIL image."""
     x = preprocess(img, settings.short_side)
     logits = slide_logits(em, x, queries, settings.crop, settings.stride, csa)
     logits = F.interpolate(logits.unsqueeze(0), size=out_size, mode="bilinear", align_corners=False)[0]
-    return postprocess(logits, query_class, n_classes, settings)
+    return postprocess(logits, query_class, n_classes, settings).cpu()
 
 
 def _same_size_runs(items: list[tuple[torch.Tensor, Any]], max_len: int):
@@ -165,18 +189,23 @@ def _same_size_runs(items: list[tuple[torch.Tensor, Any]], max_len: int):
 
 
 def evaluate_segmentation(em: EvalModel, data: SegDataset, templates: list[str], *, csa: bool = True,
-                          keep_examples: int = 0, batch_images: int = 16,
+                          keep_examples: int = 0, batch_images: int = 16, window_batch: int | None = None,
+                          text_batch_size: int = 256,
                           items: dict[str, ItemScores] | None = None) -> tuple[dict, list[dict], list[tuple]]:
     """mIoU over ``data``. Returns ``(metrics, per-class rows, examples)``; examples are up to
     ``keep_examples`` tuples ``(image uint8 [H, W, 3], prediction [H, W], label [H, W])`` for pictures.
     ``items``, when given, receives ``mIoU`` as per-image intersection / union pixels ``[N, C]`` (IoU is
     additive over images, so the bootstrap resamples images exactly).
 
-    Up to ``batch_images`` consecutive images of equal preprocessed size share one window forward
-    (:func:`slide_logits_batch`); the prediction of each image is the one :func:`predict` makes.
+    Up to ``batch_images`` consecutive images of equal preprocessed size share their window forwards
+    (:func:`slide_logits_batch`, ``window_batch`` windows each); the prediction of each image is the one
+    :func:`predict` makes. Class queries are embedded ``text_batch_size`` prompts per forward.
     """
+    if batch_images < 1:
+        raise ValueError(f"eval.segmentation.batch_images={batch_images} must be >= 1")
     n = len(data.class_names)
-    queries, owner = class_queries(em, data.class_names, templates)
+    queries, owner = class_queries(em, data.class_names, templates, text_batch_size)
+    queries, owner = queries.to(em.device), owner.to(em.device)
     cm = np.zeros((n, n), dtype=np.int64)
     inter, union = [], []
     examples = []
@@ -191,10 +220,10 @@ def evaluate_segmentation(em: EvalModel, data: SegDataset, templates: list[str],
             loaded.append((preprocess(img, data.settings.short_side), (img, label)))
         for run in _same_size_runs(loaded, batch_images):
             logits = slide_logits_batch(em, torch.cat([x for x, _ in run]), queries, data.settings.crop,
-                                        data.settings.stride, csa)
+                                        data.settings.stride, csa, window_batch)
             for lg, (_, (img, label)) in zip(logits, run):
                 lg = F.interpolate(lg.unsqueeze(0), size=label.shape, mode="bilinear", align_corners=False)[0]
-                pred = postprocess(lg, owner, n, data.settings)
+                pred = postprocess(lg, owner, n, data.settings).cpu()
                 one = confusion_matrix(pred, label, n)
                 cm += one
                 tp = np.diag(one)

@@ -13,7 +13,8 @@ Three sources, each giving one :class:`EvalModel` per weight set:
   ``state_dict``), so it cannot silently evaluate random weights.
 
 Every load is strict; a mismatch raises :class:`~cosmos.models.CheckpointError` naming the missing and
-unexpected keys.
+unexpected keys. Weights are loaded on the CPU, then the model moves to the evaluation device
+(:mod:`cosmos.eval.device`), which :class:`EvalModel` carries for the evaluators.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class EvalModel:
     model: nn.Module
     tokenizer: Callable[[list[str]], torch.Tensor]
     image_size: int
+    device: torch.device = torch.device("cpu")  # where `model` lives; inputs go there, results come back to CPU
 
     @property
     def transform(self):
@@ -112,7 +114,8 @@ def _wanted(weights: str) -> tuple[str, ...]:
     return ("student", "teacher") if weights == "both" else (weights,)
 
 
-def load_cosmos_file(path: str | os.PathLike, *, model_name: str, weights: str = "both") -> dict[str, EvalModel]:
+def load_cosmos_file(path: str | os.PathLike, *, model_name: str, weights: str = "both",
+                     device: torch.device = torch.device("cpu")) -> dict[str, EvalModel]:
     """Student and/or teacher of a reference-layout checkpoint, each in its own :class:`CosmosCLIP`."""
     ckpt = load_checkpoint_file(path)
     if "student" not in ckpt and "teacher" not in ckpt:
@@ -127,8 +130,8 @@ def load_cosmos_file(path: str | os.PathLike, *, model_name: str, weights: str =
             load_cosmos_weights(model, ckpt, which=which)
         except CheckpointError as err:
             raise CheckpointError(f"{path} vs model {model_name!r}: {err}") from err
-        model.eval().requires_grad_(False)
-        out[which] = EvalModel(which, model, build_tokenizer(model.context_length), _image_size(model))
+        model.eval().requires_grad_(False).to(device)
+        out[which] = EvalModel(which, model, build_tokenizer(model.context_length), _image_size(model), device)
     return out
 
 
@@ -153,7 +156,8 @@ def _register_cosmos_config(name: str) -> None:
         factory._MODEL_CONFIGS[name] = copy.deepcopy(COSMOS_MODEL_CONFIGS[name])
 
 
-def load_openclip(model_name: str, pretrained: str | None) -> dict[str, EvalModel]:
+def load_openclip(model_name: str, pretrained: str | None,
+                  device: torch.device = torch.device("cpu")) -> dict[str, EvalModel]:
     """An OpenCLIP model via ``open_clip.create_model_and_transforms`` (pretrained tag or local file)."""
     import open_clip
 
@@ -171,15 +175,16 @@ def load_openclip(model_name: str, pretrained: str | None) -> dict[str, EvalMode
         raise CheckpointError(f"open_clip could not load {pretrained!r} into {model_name!r}: {err}") from err
     except Exception as err:  # network / unknown tag
         raise RuntimeError(f"open_clip could not create {model_name!r} with pretrained={pretrained!r}: {err}") from err
-    model.eval().requires_grad_(False)
+    model.eval().requires_grad_(False).to(device)
     try:
         tokenizer = open_clip.get_tokenizer(model_name)
     except Exception:  # noqa: BLE001 - HF tokenizers need the network; plain CLIP BPE is the fallback
         tokenizer = build_tokenizer(model.context_length)
-    return {"openclip": EvalModel("openclip", model, tokenizer, _image_size(model))}
+    return {"openclip": EvalModel("openclip", model, tokenizer, _image_size(model), device)}
 
 
-def load_eval_models(source: dict[str, Any], *, model_name: str, weights: str) -> dict[str, EvalModel]:
+def load_eval_models(source: dict[str, Any], *, model_name: str, weights: str,
+                     device: torch.device = torch.device("cpu")) -> dict[str, EvalModel]:
     """The models named by an ``eval.source`` config section.
 
     Args:
@@ -187,6 +192,7 @@ def load_eval_models(source: dict[str, Any], *, model_name: str, weights: str) -
             "model": str (optional, overrides model_name), "pretrained": str (openclip only)}``.
         model_name: architecture (``cosmos-tiny``, ``ViT-B-16``...), normally ``model.name``.
         weights: ``student``, ``teacher`` or ``both`` (ignored for ``openclip``).
+        device: where the models go (:func:`cosmos.eval.device.resolve_device` of ``eval.device``).
 
     Returns:
         ``{label: EvalModel}`` in the order student, teacher (or just ``openclip``).
@@ -194,10 +200,10 @@ def load_eval_models(source: dict[str, Any], *, model_name: str, weights: str) -
     kind = source.get("kind")
     name = source.get("model") or model_name
     if kind == "checkpoint":
-        return load_cosmos_file(resolve_checkpoint(source["path"]), model_name=name, weights=weights)
+        return load_cosmos_file(resolve_checkpoint(source["path"]), model_name=name, weights=weights, device=device)
     if kind == "cosmos_release":
         path = fetch_release(source["path"], source.get("hf_repo") or HF_REPO)
-        return load_cosmos_file(path, model_name=name, weights=weights)
+        return load_cosmos_file(path, model_name=name, weights=weights, device=device)
     if kind == "openclip":
-        return load_openclip(name, source.get("pretrained") or source.get("path") or None)
+        return load_openclip(name, source.get("pretrained") or source.get("path") or None, device)
     raise ValueError(f"eval.source.kind must be checkpoint, cosmos_release or openclip, got {kind!r}")

@@ -33,7 +33,10 @@ def eval_cfg(tiny_raw, release_ckpt) -> dict:
         "source": {"kind": "cosmos_release", "path": str(release_ckpt), "hf_repo": "sankim2/cosmos",
                    "model": "cosmos-tiny"},
         "weights": "both",
+        "device": "auto",
         "batch_size": 16,
+        "text_batch_size": 256,
+        "launcher": {"name": None, "timeout_min": None},
         "retrieval": {"format": "coco", "root": str(raw / "coco"), "image_root": None, "split": "test"},
         "classification": {"datasets": {
             f"synthetic_{kind}": {"root": str(raw / "classification" / kind / "val"),
@@ -41,6 +44,7 @@ def eval_cfg(tiny_raw, release_ckpt) -> dict:
                                   "templates": str(raw / "classification" / kind / "templates.json")}
             for kind in ("objects", "scenes")}},
         "segmentation": {"weights": "teacher", "csa": True, "templates": "openai", "pictures": 2,
+                         "batch_images": 16, "window_batch": None,
                          "benchmarks": {
                              "synthetic_bg": {"root": str(raw / "voc_bg"), **bench, "logit_scale": 65,
                                               "prob_thd": 0.1, "area_thd": 0.1},
