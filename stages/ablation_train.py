@@ -8,6 +8,7 @@ where <run> is <variant> or <variant>-s<N>.
 
 import argparse
 
+from cosmos.ablation.ahead import training_stage
 from cosmos.ablation.run import train_variant
 from cosmos.stage import run_stage
 
@@ -16,5 +17,4 @@ if __name__ == "__main__":
     parser.add_argument("variant")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
-    stage = f"ablation_train@{args.variant}" if args.seed is None else f"ablation_seed_train@{args.variant}-{args.seed}"
-    run_stage(stage, lambda params: train_variant(params, args.variant, args.seed))
+    run_stage(training_stage(args.variant, args.seed)[0], lambda params: train_variant(params, args.variant, args.seed))

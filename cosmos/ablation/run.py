@@ -13,13 +13,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from cosmos.ablation.ahead import train_or_collect, training_stage
 from cosmos.ablation.grid import extra_seed_runs, run_name, variant_params
 from cosmos.eval.runner import items_path, run_classification, run_compositional, run_retrieval, run_segmentation
 from cosmos.io.atomic import atomic_dir, atomic_write_json
 from cosmos.io.provenance import write_run_info
 from cosmos.report.intervals import items_npz
 from cosmos.training.distributed import process_rank
-from cosmos.training.pretrain import launch_pretrain
 from cosmos.training.validation import read_curve
 
 ROOT = Path("runs/ablation")
@@ -57,9 +57,14 @@ def _run_params(params: dict[str, Any], name: str, seed: int | None) -> tuple[st
 
 
 def train_variant(params: dict[str, Any], name: str, seed: int | None = None) -> dict[str, Any]:
-    """Pre-train variant `name` (at extra seed `seed`, if given) into runs/ablation/<run>/; returns the summary."""
+    """Pre-train variant `name` (at extra seed `seed`, if given) into runs/ablation/<run>/; returns the summary.
+
+    With launcher=slurm, a job that `python -m cosmos.ablation.parallel` submitted ahead for exactly these
+    inputs is waited on instead of submitting another (cosmos.ablation.ahead); the outputs are the same.
+    """
     run, vparams = _run_params(params, name, seed)
-    summary = launch_pretrain(vparams, variant_dir(run), Path(vparams["data"]["root"]) / "shards")
+    stage, kind = training_stage(name, seed)
+    summary = train_or_collect(vparams, variant_dir(run), Path(vparams["data"]["root"]) / "shards", stage, kind)
     if process_rank() != 0:  # under torchrun / srun every rank runs the stage; rank 0 alone writes
         return summary
     atomic_write_json(curve_path(run), read_curve(variant_dir(run) / "live", vparams["train"]["batch_size"]))
