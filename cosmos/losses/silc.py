@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from cosmos.losses.gather import distributed_world
+from cosmos.losses.gather import distributed_world, gather_features
 
 
 class DINOHead(nn.Module):
@@ -103,7 +103,11 @@ class DINOLoss(nn.Module):
         temp = self.teacher_temp_at(step)
         targets = [F.softmax((t.detach() - self.center) / temp, dim=-1) for t in teacher_out]
         log_probs = [F.log_softmax(s / self.student_temp, dim=-1) for s in student_out]
-        terms = [(-q * log_p).sum(dim=-1).mean()
+        # Under DDP each rank's term is the global-batch mean, with grad on its own rows only: the semantics of the
+        # CLIP term's gather (cosmos.losses.gather). A local mean would give the DINO term the single-process
+        # gradient while DDP leaves the CLIP term 1/world of it, so the terms' balance would change with the
+        # number of GPUs (docs/training.md, "DDP equals one process").
+        terms = [gather_features((-q * log_p).sum(dim=-1))[0].mean()
                  for iq, q in enumerate(targets) for v, log_p in enumerate(log_probs) if v != iq]
         if not terms:
             raise ValueError("no (student, teacher) pair left after skipping same-view pairs")

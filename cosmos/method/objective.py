@@ -100,9 +100,8 @@ class Objective(nn.Module):
         )
         if not sw.pairings:
             del losses["distill_loss"]  # an exact zero; reporting it would suggest a term that does not exist
-        if self.dino_loss is not None:
-            head = _unwrap(student).dino_head
-            losses.update(self.dino_loss([head(view) for view in image_views], targets["dino"], step))
+        if self.dino_loss is not None:  # the head ran inside the student's forward (DDP must see it there)
+            losses.update(self.dino_loss(chunk_views(out["dino_logits"], n_img), targets["dino"], step))
         _check_finite(losses, step)
         return losses
 

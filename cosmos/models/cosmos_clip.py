@@ -221,7 +221,8 @@ class CosmosCLIP(CLIP):
             ``image_features [N, E]`` and ``text_features [M, E]`` (L2-normalized), ``logit_scale`` and
             ``distill_logit_scale`` (both ``exp``-ed scalars), plus ``img_crossmodal_features [N, E]`` and
             ``txt_crossmodal_features [M, E]`` (L2-normalized) when ``batch_size`` is given and
-            ``cross_attn`` is on.
+            ``cross_attn`` is on, and ``dino_logits [N, K]`` (the attached SiLC head on every view of
+            ``image_features``) when ``batch_size`` is given and the model carries a ``dino_head``.
         """
         student_cross = batch_size is not None and self.cross_attn
         if batch_size is not None:
@@ -243,6 +244,12 @@ class CosmosCLIP(CLIP):
         out["text_features"] = F.normalize(txt_feat, dim=-1)
         out["logit_scale"] = self.logit_scale.exp()
         out["distill_logit_scale"] = self.distill_logit_scale.exp()
+        head = getattr(self, "dino_head", None)
+        if head is not None and batch_size is not None:
+            # SiLC's DINO head (attached by cosmos.method.build_student) runs here, inside the forward that DDP
+            # wraps: called from outside, its parameters would be marked ready twice in backward. One call per
+            # view, as the loss reads them.
+            out["dino_logits"] = torch.cat([head(view) for view in out["image_features"].split(batch_size)])
         if return_tokens:
             out["image_tokens"] = self.image_token_mapping(img_raw_tok)
             out["text_tokens"] = self.text_token_mapping(txt_raw_tok)
