@@ -88,9 +88,10 @@ class StopRequest:
         """
         previous = self._previous
         if rank == 0:
-            if callable(previous):
-                previous(self.signum, None)
-            raise SystemExit(f"preempted (signal {self.signum}) with no requeue handler to hand over to")
+            if not callable(previous):
+                raise SystemExit(f"preempted (signal {self.signum}) with no requeue handler to hand over to")
+            previous(self.signum, None)  # submitit's: requeues, then sys.exit
+            raise SystemExit(f"preempted (signal {self.signum}): the requeue handler returned without ending the task")
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             time.sleep(1.0)

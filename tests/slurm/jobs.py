@@ -30,15 +30,17 @@ def report_world() -> dict[str, Any]:
 
 
 def pretrain_stalling_once(stall_at: int, marker_dir: str, **kwargs: Any) -> dict[str, Any]:
-    """``run_pretrain``; on the job's first attempt every rank stalls before step ``stall_at + 1``.
+    """``run_pretrain``; on the job's first attempt every rank stalls before step ``stall_at + 1`` until signalled.
 
-    Each rank writes ``stalled-rank<R>`` when it stalls, after rank 0 has saved the step-``stall_at``
-    checkpoint, so the test knows when to preempt the job. Requeued attempts (``attempts-rank<R>`` exists)
-    train straight through, from the newest checkpoint. Every attempt appends ``started at step <N>`` to
+    Each rank writes ``stalled-rank<R>`` when it stalls, so the test knows when to preempt the job; the stall
+    ends when the rank has recorded the requeue signal (:data:`cosmos.training.preemption.STOP`), and the step
+    then runs to its end, where the run checkpoints and hands over to submitit's requeue. Requeued attempts
+    (``attempts-rank<R>`` exists) train straight through, from the newest checkpoint. Every attempt appends ``started at step <N>`` to
     ``starts-rank<R>`` at its first training step: the trainer's position then, i.e. the step it resumed from
     (0 for a fresh start), so the test can tell a resumed attempt from one that started over.
     """
     from cosmos.training.loop import Trainer
+    from cosmos.training.preemption import STOP
     from cosmos.training.pretrain import run_pretrain
 
     rank = os.environ.get("RANK", "0")
@@ -55,7 +57,9 @@ def pretrain_stalling_once(stall_at: int, marker_dir: str, **kwargs: Any) -> dic
                 f.write(f"started at step {self.position.step}\n")
         if first and self.position.step == stall_at:
             (Path(marker_dir) / f"stalled-rank{rank}").touch()
-            time.sleep(600)  # preempted (USR2) long before this ends
+            deadline = time.monotonic() + 600
+            while STOP.signum is None and time.monotonic() < deadline:  # preempted (USR2) long before the deadline
+                time.sleep(0.1)
         return train_step(self, batch)
 
     Trainer.train_step = watched  # this process is the job's own; nothing else sees the patch

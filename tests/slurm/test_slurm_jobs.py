@@ -5,10 +5,12 @@
 - a rank that raises ends the whole job (the others do not wait in a collective) and its error is reported;
 - Ctrl-C on the waiting stage cancels its job;
 - GPUs asked of a node without GPUs fail at once with a clear message, and nothing is queued;
-- a 2-task training job preempted mid-run (SIGTERM + USR2, as Slurm preemption does) checkpoints through
-  ``_Task.checkpoint``, is requeued, resumes from its last checkpoint (both ranks' second attempt starts at
-  step 4: deterministic training would reach the same weights from step 0 too) and ends on exactly the
-  weights of an uninterrupted 2-task job.
+- a 2-task training job with 2 DataLoader workers per rank, preempted mid-step (SIGTERM + USR2, as Slurm
+  preemption does) with ``checkpoint_every`` far above that step, finishes the step, writes its checkpoint,
+  is requeued through ``_Task.checkpoint`` once (by rank 0; no worker and no other rank answers the signal),
+  resumes at that very step (both ranks' second attempt starts at step 5, where the periodic checkpoints
+  alone would have restarted from the epoch end at step 3) and ends on exactly the weights of an
+  uninterrupted 2-task job with the same workers.
 """
 
 from __future__ import annotations
@@ -154,23 +156,28 @@ def _wait_for(paths: list[Path], job, slurm, timeout_s: float = 240) -> None:
         time.sleep(0.5)
 
 
-def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_weights(slurm, job_env, tiny_shards,
-                                                                                 tmp_path, monkeypatch):
+def test_a_preempted_job_checkpoints_the_step_in_progress_and_resumes_there(slurm, job_env, tiny_shards, tmp_path,
+                                                                             monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = yaml.safe_load(compose_params([*_TRAIN, f"data.root={tiny_shards.parent}"]))
     launcher = slurm.launcher(timeout_min=60)  # submitit counts any signal in the last 10 minutes as a timeout
-    common = dict(params=params, live_dir=str(tmp_path / "live"), shard_dir=str(tiny_shards))
-    reference = launch(run_pretrain, {**common, "out_dir": str(tmp_path / "uninterrupted")}, launcher,
-                       tmp_path / "submitit")
+    common = dict(live_dir=str(tmp_path / "live"), shard_dir=str(tiny_shards))
+    # 2 workers per rank (the worker count is part of the data order: shards are dealt to rank x worker slots).
+    params["train"]["num_workers"] = 2
+    reference = launch(run_pretrain, {**common, "params": params, "out_dir": str(tmp_path / "uninterrupted")},
+                       launcher, tmp_path / "submitit")
     assert reference["finished"] and reference["steps"] == 6
 
     markers = tmp_path / "markers"
     markers.mkdir()
-    # Both ranks stall before step 5, after the step-4 checkpoint (mid-epoch 2), until preempted.
+    # Periodic checkpoints only at epoch ends (step 3), far apart from the preemption.
+    preempted = {**params, "train": {**params["train"], "checkpoint_every": 1000}}
+    # Both ranks stall before step 5 (mid-epoch 2) until preempted, then finish that step.
     job = submit(jobs.pretrain_stalling_once, {"stall_at": 4, "marker_dir": str(markers), **common,
-                                               "out_dir": str(tmp_path / "requeued")}, launcher, tmp_path / "submitit")
+                                               "params": preempted, "out_dir": str(tmp_path / "requeued")},
+                 launcher, tmp_path / "submitit")
     _wait_for([markers / "stalled-rank0", markers / "stalled-rank1"], job, slurm)
-    assert (tmp_path / "requeued" / "step-00000004.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "requeued").glob("*.pt")) == ["step-00000003.pt"]
     job._interrupt(timeout=False)  # scancel --signal TERM, then USR2: what Slurm sends a preempted job
     # A requeued job waits ~2 minutes (Slurm's begin-time hold) unless told to start now.
     slurm.wait_for_state(job.job_id, {"PENDING"})
@@ -179,13 +186,20 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_weights(sl
 
     assert summary["finished"] and summary["steps"] == 6
     log = (job.stdout() or "") + (job.stderr() or "")
-    for line in ("Caught signal SIGUSR2 on", "this job is preempted", "Calling checkpoint method.",
-                 f"Requeued job {job.job_id}"):
+    for line in ("preemption: caught SIGUSR2", "Caught signal SIGUSR2 on", "this job is preempted",
+                 "Calling checkpoint method.", f"Requeued job {job.job_id}"):
         assert line in log, (line, log[-3000:])
-    for rank in (0, 1):  # each rank ran twice: stalled, then resumed from step 4 (not over again from 0)
+    # One answer to the signal: rank 0's trainer process (workers ignore it; rank 1 waits for the requeue).
+    # submitit logs to both streams of each task; stdout holds every line once.
+    out = job.stdout() or ""
+    for line in ("Caught signal SIGUSR2 on", "Calling checkpoint method.", f"Requeued job {job.job_id}"):
+        assert out.count(line) == 1, (line, out[-3000:])
+    # Rank 0's stderr: its trainer recorded the signal once; its 2 forked workers (same stream) never did.
+    assert (job.stderr() or "").count("preemption: caught SIGUSR2") == 1, (job.stderr() or "")[-3000:]
+    for rank in (0, 1):  # each rank ran twice: stalled, then resumed from step 5 (not from 3, nor from 0)
         assert len((markers / f"attempts-rank{rank}").read_text().splitlines()) == 2
         assert (markers / f"starts-rank{rank}").read_text().splitlines() == ["started at step 0",
-                                                                             "started at step 4"]
+                                                                             "started at step 5"]
     assert slurm.job(job.job_id)["State"] == "COMPLETED"
     assert [run["State"] for run in slurm.job_runs(job.job_id)] == ["REQUEUED", "COMPLETED"]
     expected = checkpoint_tensors(tmp_path / "uninterrupted" / "final.pt")
