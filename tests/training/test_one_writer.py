@@ -1,0 +1,74 @@
+"""One writer under a multi-process launch: ``torchrun`` runs ``stages/pretrain.py`` on two gloo ranks.
+
+Every rank runs the stage script, so every rank would write the stage's outputs (``reports/metrics/
+pretrain.json``, the curve JSON, checkpoints, ``run_info.json``) and clear stale checkpoints, racing each other
+and the other rank's resume. Each rank here records every file it renames into place (all of the project's
+writes are atomic renames) and every file it deletes: rank 1 must record none, rank 0 all of them, and the
+stale checkpoint of another config is gone before either rank looks for one to resume from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cosmos.config.compose import compose_params
+from tests.conftest import REPO_ROOT
+
+# Record, per rank, each os.replace target and each unlink, then run the stage as torchrun would.
+_RECORDING_STAGE = """
+import os, runpy, sys
+log = open(f"{os.environ['WRITES_LOG']}.rank{os.environ['RANK']}", "a", buffering=1)
+replace, unlink = os.replace, os.unlink
+def recorded_replace(src, dst, *args, **kwargs):
+    log.write(f"write {dst}\\n")
+    return replace(src, dst, *args, **kwargs)
+def recorded_unlink(path, *args, **kwargs):
+    log.write(f"delete {path}\\n")
+    return unlink(path, *args, **kwargs)
+os.replace, os.unlink = recorded_replace, recorded_unlink
+sys.argv = [sys.argv[1]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+OVERRIDES = ["profile=debug", "train.batch_size=16", "train.epochs=1", "train.device=cpu", "train.precision=fp32",
+             "train.checkpoint_every=1", "train.keep_checkpoints=1", "train.shuffle_buffer=16",
+             "train.shuffle_initial=4", "optim.warmup_steps=1", "train.val_every=0"]
+
+
+@pytest.mark.timeout(300)
+def test_only_rank0_writes_stage_outputs_under_torchrun(tiny_shards, tmp_path):
+    (tmp_path / "params.yaml").write_text(compose_params([*OVERRIDES, f"data.root={tiny_shards.parent}"]))
+    checkpoints = tmp_path / "runs" / "pretrain" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    stale = checkpoints / "step-00000001.pt"
+    torch.save({"fingerprint": "another-config", "step": 1}, stale)
+    (tmp_path / "stage.py").write_text(_RECORDING_STAGE)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "WRITES_LOG": str(tmp_path / "writes"), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(tmp_path / "stage.py"),
+                           str(REPO_ROOT / "stages" / "pretrain.py")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    rank1 = tmp_path / "writes.rank1"
+    assert not rank1.exists() or rank1.read_text() == "", rank1.read_text()
+    rank0 = (tmp_path / "writes.rank0").read_text().splitlines()
+    written = {(tmp_path / line.split(" ", 1)[1]).resolve() for line in rank0 if line.startswith("write ")}
+    for out in ("reports/metrics/pretrain.json", "runs/curves/base.json",
+                "runs/pretrain/checkpoints/run_info.json"):
+        assert (tmp_path / out).resolve() in written, (out, rank0)
+    assert f"delete {stale}" in rank0 or f"delete {stale.resolve()}" in rank0, rank0
+    assert [p.name for p in sorted(checkpoints.glob("*.pt"))] == ["final.pt"]
+    summary = json.loads((tmp_path / "reports" / "metrics" / "pretrain.json").read_text())
+    assert summary["finished"] and summary["steps"] == 3 and "rank" not in summary  # rank 0's summary
+    ckpt = torch.load(checkpoints / "final.pt", weights_only=True, map_location="cpu")
+    assert all(k.startswith("module.") for k in ckpt["student"])  # trained as one DDP world, not two runs
