@@ -96,9 +96,18 @@ def check_gpus(gpus_per_node: int, local_rank: int = 0) -> None:
 def init_distributed(device: torch.device) -> World:
     """Join the process group described by ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` if any.
 
+    Inside a plain ``srun`` step of several tasks (``SLURM_STEP_NUM_TASKS > 1``, no ``WORLD_SIZE``) the step's
+    tasks are the ranks (:func:`export_job_world`); a batch script's own process is not in a step, so a
+    single-process ``dvc repro`` inside an allocation stays single.
+
     ``device`` picks the backend (``nccl`` on CUDA, else ``gloo``). On CUDA the process first makes its own
     GPU (:func:`cuda_index` of ``LOCAL_RANK``) the current device, so NCCL does not put every rank on ``cuda:0``.
     """
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+        # A plain `srun -n N python stages/...`: the step's tasks are the ranks. submitit reads a Slurm task's
+        # variables only when told it is in one (its jobs set this themselves).
+        os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
+        export_job_world()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return World()
