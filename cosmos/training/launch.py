@@ -35,8 +35,8 @@ class LaunchError(RuntimeError):
 class _Task:
     """The picklable callable a submitit job runs; requeued from its own checkpoints on preemption.
 
-    On the requeue signal a training function (one that returns ``{"preempted": True, ...}``, as
-    :func:`cosmos.training.pretrain.run_pretrain` does) checkpoints the step in progress and returns; the task
+    On the requeue signal a training function (marked with :func:`~cosmos.training.preemption.stops_at_step_boundary`,
+    as :func:`cosmos.training.pretrain.run_pretrain` is) checkpoints the step in progress and returns; the task
     then hands the signal to submitit, which requeues (:mod:`cosmos.training.preemption`). Any other function
     meets the signal through submitit's handler only after it returns, or at once if it never asks.
     """
@@ -53,7 +53,8 @@ class _Task:
             from cosmos.training.distributed import export_job_world
 
             rank = export_job_world().rank
-        STOP.install()  # the requeue signal now waits for the step boundary (cosmos.training.preemption)
+        if getattr(self.fn, "stops_at_step_boundary", False):
+            STOP.install()  # the requeue signal now waits for the step boundary (cosmos.training.preemption)
         result = self.fn(**self.kwargs)
         if isinstance(result, dict) and result.get("preempted"):
             STOP.hand_over(rank)  # rank 0 requeues and exits; the others wait for the requeue to end them

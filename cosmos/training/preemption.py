@@ -20,7 +20,8 @@ DataLoader workers are forked from the trainer and would inherit the handlers, s
 :func:`ignore_job_signals` (their ``worker_init_fn``) makes them ignore the job signals: only the trainer
 process answers a preemption.
 
-Without :meth:`install` (``launcher=local``, ``torchrun``) :meth:`requested` is false at no cost.
+Without :meth:`install` (``launcher=local``, ``torchrun``, or a job function not marked with
+:func:`stops_at_step_boundary`) :meth:`requested` is false at no cost.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["JOB_SIGNALS", "STOP", "StopRequest", "ignore_job_signals"]
+__all__ = ["JOB_SIGNALS", "STOP", "StopRequest", "ignore_job_signals", "stops_at_step_boundary"]
 
 # USR2: submitit's preemption / time-out signal (SUBMITIT_PREEMPT_SIGNAL may name another); TERM: what Slurm
 # sends every process of a step before it kills it.
@@ -120,5 +121,12 @@ def ignore_job_signals(worker_id: int = 0) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
+def stops_at_step_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a job function that asks :data:`STOP` at its step boundaries and returns ``{"preempted": True, ...}``
+    when it stopped there; the launcher's task installs :data:`STOP` only for such functions. Any other
+    function (an evaluation, a test job) keeps submitit's own handler: checkpoint and requeue at once."""
+    fn.stops_at_step_boundary = True  # type: ignore[attr-defined]
+    return fn
+
+
 STOP = StopRequest()
-StopCheck = Callable[[], bool]

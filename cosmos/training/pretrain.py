@@ -31,7 +31,7 @@ from cosmos.training.distributed import World, cuda_index, wrap_ddp
 from cosmos.training.livelog import repair_live
 from cosmos.training.loop import Trainer, config_fingerprint
 from cosmos.training.optim import build_optimizer
-from cosmos.training.preemption import STOP
+from cosmos.training.preemption import STOP, stops_at_step_boundary
 from cosmos.training.runtime import tune_malloc
 from cosmos.training.validation import RetrievalCurve
 from cosmos.training.precision import Precision
@@ -225,6 +225,7 @@ def parse_sections(params: dict[str, Any]) -> dict[str, Any]:
     return sections
 
 
+@stops_at_step_boundary
 def run_pretrain(params: dict[str, Any], out_dir: str, live_dir: str, shard_dir: str) -> dict[str, Any]:
     """The whole training job (in-process, under ``torchrun``, or inside a submitit task): the summary on rank 0.
 

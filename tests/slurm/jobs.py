@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from cosmos.training.preemption import stops_at_step_boundary
+
 
 def report_world() -> dict[str, Any]:
     """Join the job's process group as the library does and report what this task sees."""
@@ -29,6 +31,7 @@ def report_world() -> dict[str, Any]:
     return report
 
 
+@stops_at_step_boundary
 def pretrain_stalling_once(stall_at: int, marker_dir: str, **kwargs: Any) -> dict[str, Any]:
     """``run_pretrain``; on the job's first attempt every rank stalls before step ``stall_at + 1`` until signalled.
 
