@@ -13,12 +13,16 @@ Usage (at the repository root, ``launcher=slurm``)::
    record each beside its logs (:mod:`cosmos.ablation.ahead`). A record left by an earlier run for the same
    inputs whose job is still queued, running or completed is kept, so re-running the command after a
    failure or a lost terminal collects those jobs instead of training them again.
-4. Run ``dvc repro --keep-going [targets]``. Each training stage waits on its own job, and the jobs run
-   side by side on the cluster, so the grid costs about its longest job instead of the sum. DVC checks and
-   caches every stage as usual; ``--keep-going`` collects every variant whose job succeeded even when
-   another's failed (each failure is one line naming the stage, the job id and its log folder).
+4. Run ``dvc repro [targets]``. Each training stage waits on its own job, and the jobs run side by side on
+   the cluster, so the grid costs about its longest job instead of the sum. DVC checks and caches every stage
+   as usual. A failed job fails its stage with one line naming the stage, the job id and its log folder, and
+   ``dvc repro`` stops there as usual; the other jobs run on and stay recorded, and running this command
+   again (after the fix) collects them.
 
-Ctrl-C cancels every job this command submitted or adopted, then exits 130. With ``--submit-only`` it stops
+Not ``dvc repro --keep-going``: a stage interrupted by Ctrl-C is, to DVC, a failed stage, and with
+``--keep-going`` DVC would go on to the next stages (and submit, e.g., ``pretrain``) after the interrupt.
+
+Ctrl-C cancels every job this command submitted or kept, then exits 130. With ``--submit-only`` it stops
 after step 3: a later plain ``dvc repro`` collects the jobs (and nothing cancels them on Ctrl-C but
 ``scancel``).
 """
@@ -113,6 +117,12 @@ def cancel_all(params: dict[str, Any], records: list[JobRecord]) -> None:
     if not records:
         return
     cancel_jobs(r.job_id for r in records)
+    drop_records(params, records)
+    print(f"cancelled slurm jobs {', '.join(r.job_id for r in records)}", file=sys.stderr, flush=True)
+
+
+def drop_records(params: dict[str, Any], records: list[JobRecord]) -> None:
+    """Delete the records of ``records`` that are still on disk (none that a later submission replaced)."""
     grid = training_stages(params)
     for r in records:
         if r.stage in grid:
@@ -121,16 +131,17 @@ def cancel_all(params: dict[str, Any], records: list[JobRecord]) -> None:
             left = read_record(log_dir)
             if left is not None and left.job_id == r.job_id:
                 drop_record(log_dir)
-    print(f"cancelled slurm jobs {', '.join(r.job_id for r in records)}", file=sys.stderr, flush=True)
 
 
-def run_dvc(args: list[str]) -> int:
-    """Run ``dvc <args>`` in the foreground; on Ctrl-C let it finish its own clean-up, then re-raise."""
+def run_dvc(args: list[str], on_interrupt: Callable[[], None] = lambda: None) -> int:
+    """Run ``dvc <args>`` in the foreground. On Ctrl-C, call ``on_interrupt`` at once (cancel the jobs), let dvc
+    finish its own clean-up (the interrupted stage fails, and dvc stops at that failure), then re-raise."""
     proc = subprocess.Popen([sys.executable, "-m", "dvc", *args])
     try:
         return proc.wait()
     except KeyboardInterrupt:
         with sigint_ignored():
+            on_interrupt()
             try:  # the terminal's Ctrl-C reached dvc too: its stage cancels its own job and exits
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:  # only this process was interrupted: pass it on
@@ -190,7 +201,9 @@ def main(argv: list[str] | None = None, status: Status = dvc_status) -> int:
         if args.submit_only:
             print("submitted only: `dvc repro` collects them (scancel <ids> to cancel)", flush=True)
             return 0
-        rc = run_dvc(["repro", "--keep-going", *args.targets])
+        # Jobs are cancelled at once, records dropped only once dvc has stopped: a stage that DVC still starts
+        # meanwhile finds its record, waits on the cancelled job and fails, rather than submitting anew.
+        rc = run_dvc(["repro", *args.targets], on_interrupt=lambda: cancel_jobs(r.job_id for r in records))
     except KeyboardInterrupt:
         with sigint_ignored():
             cancel_all(params, records)
@@ -203,7 +216,8 @@ def main(argv: list[str] | None = None, status: Status = dvc_status) -> int:
               f"scancel to drop them): {', '.join(f'{r.stage}={r.job_id}' for r in left)}", file=sys.stderr,
               flush=True)
     if rc != 0:
-        print(f"dvc repro failed (exit {rc}); the failed stages are named above with their job ids and logs",
+        print(f"dvc repro failed (exit {rc}); the failed stage is named above with its job id and logs. Fix it, "
+              "then run this command again: it collects the jobs above instead of training them again",
               file=sys.stderr, flush=True)
     return rc
 

@@ -3,7 +3,7 @@
 A grid of 2 training stages (``ablation_train@clip`` and its replicate ``ablation_seed_train@clip-1``), each
 a 1-task, 1-CPU job on the 2-CPU node:
 
-- both jobs are submitted before ``dvc repro`` starts, their ``sacct`` Start/End intervals overlap, each
+- both jobs are submitted before either ends, their ``sacct`` Start/End intervals overlap, each
   stage collects its own job, and DVC caches both: a second ``dvc repro`` runs nothing and submits nothing;
 - a variant's weights are bit-identical to an in-process run of the same arguments on one thread (what the
   sequential ``dvc repro`` job computes);
@@ -57,11 +57,13 @@ def _submitted(out: str) -> dict[str, int]:
     return jobs
 
 
-def _interval(job_id: int) -> tuple[datetime, datetime]:
-    out = subprocess.run(["sacct", "-X", "--noheader", "--parsable2", f"--jobs={job_id}", "--format=Start,End"],
-                         capture_output=True, text=True, check=True, timeout=60).stdout.split()[-1]
-    start, end = out.split("|")
-    return datetime.fromisoformat(start), datetime.fromisoformat(end)
+def _times(job_id: int) -> tuple[datetime, datetime, datetime]:
+    """The job's Submit, Start and End times from accounting (its latest run)."""
+    out = subprocess.run(["sacct", "-X", "--noheader", "--parsable2", f"--jobs={job_id}",
+                          "--format=Submit,Start,End"], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.split()[-1]
+    submit, start, end = (datetime.fromisoformat(t) for t in out.split("|"))
+    return submit, start, end
 
 
 def _locked(repo: Path) -> dict:
@@ -80,15 +82,14 @@ def test_the_grid_trains_concurrently_and_dvc_caches_every_variant(slurm, repo):
     assert proc.returncode == 0, out
     jobs = _submitted(proc.stdout)
     assert set(jobs) == set(RUNS.values()), out
-    # Submitted ahead: both before `dvc repro` reached the first training stage, which then collected its own.
-    assert proc.stdout.index("training job(s) of the grid on Slurm") < proc.stdout.index("Running stage 'ablation_")
-    for stage, run in RUNS.items():
+    for stage, run in RUNS.items():  # each stage waited on the job submitted ahead for it, then dropped the record
         assert f"{stage}: collecting slurm job {jobs[run]}, submitted ahead" in proc.stdout, out
         assert not _record(repo, run).exists(), "a collected record is deleted"
     infos = {run: slurm.job(job_id, timeout_s=120) for run, job_id in jobs.items()}
     for info in infos.values():
         assert info["State"] == "COMPLETED" and info["AllocCPUS"] == "1" and info["WorkDir"] == str(repo), info
-    (s1, e1), (s2, e2) = (_interval(job_id) for job_id in jobs.values())
+    (q1, s1, e1), (q2, s2, e2) = (_times(job_id) for job_id in jobs.values())
+    assert max(q1, q2) <= min(e1, e2), f"a job was submitted only after the other ended: {q1}-{e1} and {q2}-{e2}"
     assert max(s1, s2) < min(e1, e2), f"the jobs ran one after the other: {s1}-{e1} and {s2}-{e2}"
 
     # DVC recorded and cached both stages as a sequential run would: nothing left to run, nothing submitted.
@@ -131,28 +132,35 @@ def test_a_failing_job_fails_its_stage_naming_the_job_and_its_log(slurm, repo):
     assert proc.returncode != 0, out
     jobs = _submitted(proc.stdout)
     assert set(jobs) == set(RUNS.values()), out
-    for stage, run in RUNS.items():  # --keep-going: every variant is collected and reported, not only the first
-        logs = repo / "runs" / "ablation" / run / "submitit" / str(jobs[run])
-        assert (f"stage {stage} failed: LaunchError: training job {jobs[run]} failed: FileNotFoundError" in out
-                and f"(logs: {logs})" in out), out
-        assert slurm.job(jobs[run], timeout_s=120)["State"] == "FAILED"
-        assert not _record(repo, run).exists(), "a failed job is reported once; the next run submits anew"
+    failed = [stage for stage in RUNS if f"stage {stage} failed: " in out]
+    assert len(failed) == 1, f"dvc repro stops at the first failed stage:\n{out}"
+    run = RUNS[failed[0]]
+    logs = repo / "runs" / "ablation" / run / "submitit" / str(jobs[run])
+    assert (f"stage {failed[0]} failed: LaunchError: training job {jobs[run]} failed: FileNotFoundError" in out
+            and f"(logs: {logs})" in out), out
     assert "/no/such/checkpoint.pt" in out and "--- job log tail ---" in out
+    assert slurm.job(jobs[run], timeout_s=120)["State"] == "FAILED"
+    assert not _record(repo, run).exists(), "a failed job is reported once; the next run submits anew"
+    (other_stage, other), = ((s, r) for s, r in RUNS.items() if r != run)
+    assert "not collected, still recorded" in proc.stderr and f"{other_stage}={jobs[other]}" in proc.stderr, out
+    assert _record(repo, other).exists(), "the job DVC did not reach stays recorded, for the next run to collect"
     assert _locked(repo) == locked, "DVC recorded nothing"
 
 
 def test_ctrl_c_cancels_every_job_the_grid_submitted(slurm, repo, tmp_path):
     locked = _locked(repo)
     log = tmp_path / "parallel.log"
-    cmd = [sys.executable, "-m", "cosmos.ablation.parallel", *OVERRIDES, "optim.lr=0.0007", "--targets", *TARGETS]
+    # 5 epochs (50 steps): the jobs still run when the interrupt comes.
+    cmd = [sys.executable, "-m", "cosmos.ablation.parallel", *OVERRIDES, "optim.lr=0.0007", "train.epochs=5",
+           "--targets", *TARGETS]
     with log.open("w") as sink:  # its own process group, as a terminal's foreground job: Ctrl-C reaches all of it
-        proc = subprocess.Popen(cmd, cwd=repo, env=_env(), stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=repo, env={**_env(), "PYTHONUNBUFFERED": "1"}, stdout=sink,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 600
-            while "Running stage 'ablation_" not in log.read_text():
+            while "collecting slurm job" not in log.read_text():  # a stage is waiting on its job
                 assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, f"no training stage started in 600 s:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"no stage waited on a job within 600 s:\n{log.read_text()}"
                 time.sleep(0.5)
             jobs = _submitted(log.read_text())
             assert set(jobs) == set(RUNS.values()), log.read_text()
