@@ -21,13 +21,10 @@ job, so it stops writing into the checkpoint folder, and submits anew, as a plai
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import signal
 import subprocess
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from typing import Any
 import yaml
 
 from cosmos.io.atomic import atomic_write_json
+from cosmos.training.launch import sigint_ignored
 
 RECORD_NAME = "ahead.json"
 # Slurm states of a job that may still deliver its result (sacct -X); COMPLETED has delivered it.
@@ -183,19 +181,6 @@ def cancel_jobs(job_ids: Iterable[str]) -> None:
         return
     with sigint_ignored():
         subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120)
-
-
-@contextlib.contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored in this process and the children it starts, while cleaning up after a Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def slurm_job(log_dir: str | Path, record: JobRecord) -> Any:

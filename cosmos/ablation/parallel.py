@@ -38,10 +38,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cosmos.ablation.ahead import (JobRecord, cancel_jobs, decide, drop_record, read_record, sigint_ignored,
-                                   slurm_state, stage_digest, submit_ahead, training_stage, training_stages)
+from cosmos.ablation.ahead import (JobRecord, cancel_jobs, decide, drop_record, read_record, slurm_state,
+                                   stage_digest, submit_ahead, training_stage, training_stages)
 from cosmos.ablation.grid import run_name
 from cosmos.ablation.run import _run_params, variant_dir
+from cosmos.training.launch import sigint_ignored
 
 Status = Callable[[list[str], bool], dict[str, Any]]
 

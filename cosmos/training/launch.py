@@ -25,7 +25,7 @@ from typing import Any
 
 from cosmos.training.config import LauncherConfig
 
-__all__ = ["LaunchError", "check_slurm_gpus", "executor_parameters", "launch", "submit", "wait"]
+__all__ = ["LaunchError", "check_slurm_gpus", "executor_parameters", "launch", "sigint_ignored", "submit", "wait"]
 
 
 class LaunchError(RuntimeError):
@@ -118,7 +118,7 @@ def wait(job: Any, log_dir: str | Path) -> Any:
     try:
         return job.results()[0]
     except KeyboardInterrupt:
-        with _sigint_ignored():
+        with sigint_ignored():
             job.cancel(check=False)
         print(f"interrupted: cancelled job {job.job_id}", file=sys.stderr, flush=True)
         raise
@@ -129,7 +129,7 @@ def wait(job: Any, log_dir: str | Path) -> Any:
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def sigint_ignored() -> Iterator[None]:
     """SIGINT ignored in this process and in the children it starts (an ignored signal survives exec)."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield

@@ -21,6 +21,7 @@ import yaml
 from cosmos.config.compose import compose_params
 from cosmos.models import build_model, export_reference_checkpoint
 from tests.conftest import REPO_ROOT
+from tests.eval.test_eval_launch import _one_thread
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 
@@ -28,14 +29,6 @@ _SLURM = ["profile=debug", "launcher=slurm", "launcher.cpus_per_task=1", "launch
           "launcher.timeout_min=10", "eval.weights=teacher"]
 
 
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _checkpoint(path: Path) -> None:
