@@ -47,6 +47,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.installed = False
+        self._installed_signum: int | None = None
         self._previous: Any = None
         self._group: Any = None
 
@@ -55,7 +56,7 @@ class StopRequest:
         signum = signum if signum is not None else _submitit_signal()
         self._previous = signal.getsignal(signum)
         signal.signal(signum, self._record)
-        self.installed = True
+        self.installed, self._installed_signum = True, signum
 
     def _record(self, signum: int, frame: Any = None) -> None:
         del frame
@@ -76,9 +77,10 @@ class StopRequest:
             self._group = dist.new_group(backend="gloo")
         flag = torch.tensor([0 if self.signum is None else 1], dtype=torch.int32)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
-        if flag.item() and self.signum is None:  # a peer was signalled first: act on its signal
-            self.signum = int(_submitit_signal())
-        return bool(flag.item())
+        stop = bool(flag.item())
+        if stop and self.signum is None:  # a peer was signalled first: act on its signal
+            self.signum = int(self._installed_signum)
+        return stop
 
     def hand_over(self, rank: int, wait_s: float = 600.0) -> None:
         """After the stop checkpoint: let submitit's handler requeue (rank 0); other ranks wait to be ended.
@@ -101,7 +103,7 @@ class StopRequest:
     def reset(self) -> None:
         """Forget the signal and restore the previous handler (tests, or a task that trains twice)."""
         if self.installed and self._previous is not None:
-            signal.signal(_submitit_signal(), self._previous)
+            signal.signal(self._installed_signum, self._previous)
         self.__init__()
 
 

@@ -231,8 +231,8 @@ def run_pretrain(params: dict[str, Any], out_dir: str, live_dir: str, shard_dir:
 
     One writer: whatever the launch, only rank 0 clears stale checkpoints (:func:`clear_stale_checkpoints`,
     before the others look for one to resume from: a barrier separates the two), saves checkpoints, logs and
-    writes ``run_info.json``. Other ranks return ``{"rank": R}``, which :func:`cosmos.stage.is_main_process`
-    lets the stage layer recognise.
+    writes ``run_info.json``. Other ranks return ``{"rank": R, "steps", "finished", "preempted"}``; the stage
+    scripts write nothing where :func:`cosmos.training.distributed.process_rank` is not 0.
     """
     from cosmos.io.provenance import write_run_info
     from cosmos.training.distributed import barrier, check_gpus, init_distributed
