@@ -11,7 +11,7 @@ from cosmos.losses.cosmos_loss import (
     chunk_views,
     distillation_loss,
 )
-from cosmos.losses.gather import distributed_world, gather_features
+from cosmos.losses.gather import Gathering, distributed_world, gather_features
 from cosmos.losses.silc import DINOHead, DINOLoss
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "contrastive_pair_loss",
     "distillation_loss",
     "distributed_world",
+    "Gathering",
     "gather_features",
     "multi_view_clip_loss",
 ]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cosmos.losses.clip import multi_view_clip_loss
+from cosmos.losses.gather import Gathering
 
 # Student groups: every crop / caption view of the student ([n_views] lists of [B, D]).
 STUDENT_GROUPS = ("image", "text", "img_crossmodal", "txt_crossmodal")
@@ -59,7 +60,8 @@ def chunk_views(features: torch.Tensor, num_views: int) -> list[torch.Tensor]:
 
 
 def distillation_loss(student: Mapping[str, Sequence[torch.Tensor]], teacher: Mapping[str, Sequence[torch.Tensor]],
-                      pairings: Sequence[Pairing], scale: torch.Tensor | float) -> torch.Tensor:
+                      pairings: Sequence[Pairing], scale: torch.Tensor | float,
+                      gathering: Gathering = Gathering()) -> torch.Tensor:
     """Mean over ``pairings`` of ``CL(student[s], teacher[t].detach(), scale)`` (reference ``loss.py:195-201``).
 
     ``student[g]`` is a list of ``[B, D]`` views; ``teacher[g]`` a list of ``[B, D]`` global views.
@@ -74,7 +76,7 @@ def distillation_loss(student: Mapping[str, Sequence[torch.Tensor]], teacher: Ma
         if student.get(student_group) is None:
             raise ValueError(f"pairing {(student_group, teacher_group)} needs student {student_group!r} features")
         targets = [view.detach() for view in teacher[teacher_group]]
-        terms.append(multi_view_clip_loss(student[student_group], targets, scale))
+        terms.append(multi_view_clip_loss(student[student_group], targets, scale, gathering))
     return torch.stack(terms).mean()
 
 
@@ -88,11 +90,13 @@ class CosmosLoss(nn.Module):
             local crops overfit; ``None`` uses all crops, as the paper's wording suggests).
         clip_weight, distill_weight: the reference sums both with weight 1. A zero weight skips the term
             and reports an exact zero, so ablations change config, not code.
+        gathering: OpenCLIP's local-loss / gather-with-grad options for both terms (:class:`Gathering`).
     """
 
     def __init__(self, *, pairings: Sequence[Pairing] | str = COSMOS_PAIRINGS, clip_image_views: int | None = 2,
-                 clip_weight: float = 1.0, distill_weight: float = 1.0):
+                 clip_weight: float = 1.0, distill_weight: float = 1.0, gathering: Gathering = Gathering()):
         super().__init__()
+        self.gathering = gathering
         self.pairings = tuple(NAMED_PAIRINGS[pairings] if isinstance(pairings, str) else pairings)
         self.clip_image_views = clip_image_views
         self.clip_weight = clip_weight
@@ -108,12 +112,13 @@ class CosmosLoss(nn.Module):
         clip_loss = zero
         if self.clip_weight:
             images = list(image_features)[: self.clip_image_views]
-            clip_loss = self.clip_weight * multi_view_clip_loss(images, text_features, logit_scale)
+            clip_loss = self.clip_weight * multi_view_clip_loss(images, text_features, logit_scale,
+                                                                        self.gathering)
         distill_loss = zero
         if self.distill_weight:
             student = {"image": image_features, "text": text_features,
                        "img_crossmodal": img_crossmodal_features, "txt_crossmodal": txt_crossmodal_features}
             teacher = {"image": teacher_image_features, "text": teacher_text_features}
             distill_loss = self.distill_weight * distillation_loss(student, teacher, self.pairings,
-                                                                   distill_logit_scale)
+                                                                   distill_logit_scale, self.gathering)
         return {"clip_loss": clip_loss, "distill_loss": distill_loss}

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from cosmos.losses.gather import distributed_world, gather_features
+from cosmos.losses.gather import Gathering, distributed_world, gather_features
 
 
 class DINOHead(nn.Module):
@@ -72,12 +72,15 @@ class DINOLoss(nn.Module):
         warmup_teacher_temp, warmup_teacher_temp_steps: linear warm-up of the teacher temperature over
             the first steps (DINO uses epochs; we index by global step).
         center_momentum: EMA momentum of the centre (0.9).
+        gathering: with ``with_grad`` (the CLIP term then gets the single-process gradient under DDP) the term
+            is each rank's local mean, which DDP's gradient mean turns into the single-process gradient too.
     """
 
     def __init__(self, out_dim: int, *, student_temp: float = 0.1, teacher_temp: float = 0.04,
                  warmup_teacher_temp: float = 0.04, warmup_teacher_temp_steps: int = 0,
-                 center_momentum: float = 0.9):
+                 center_momentum: float = 0.9, gathering: Gathering = Gathering()):
         super().__init__()
+        self.gathering = gathering
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
@@ -107,7 +110,8 @@ class DINOLoss(nn.Module):
         # CLIP term's gather (cosmos.losses.gather). A local mean would give the DINO term the single-process
         # gradient while DDP leaves the CLIP term 1/world of it, so the terms' balance would change with the
         # number of GPUs (docs/training.md, "DDP equals one process").
-        terms = [gather_features((-q * log_p).sum(dim=-1))[0].mean()
+        gather = (lambda losses: losses) if self.gathering.with_grad else (lambda losses: gather_features(losses)[0])
+        terms = [gather((-q * log_p).sum(dim=-1)).mean()
                  for iq, q in enumerate(targets) for v, log_p in enumerate(log_probs) if v != iq]
         if not terms:
             raise ValueError("no (student, teacher) pair left after skipping same-view pairs")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cosmos.losses.cosmos_loss import CosmosLoss, chunk_views
+from cosmos.losses.gather import Gathering
 from cosmos.losses.silc import DINOHead, DINOLoss
 from cosmos.method.switches import TEACHER_GLOBAL_VIEWS, DistillSwitches
 from cosmos.models import CosmosCLIP, build_model
@@ -55,44 +56,66 @@ class Objective(nn.Module):
     Args:
         switches: the ``distill`` group; it fixes the views, the pairings and which terms exist
             (:attr:`DistillSwitches.loss_names`).
+        gathering: OpenCLIP's ``local_loss`` / ``gather_with_grad`` for every term (``train`` section); the
+            default is the reference's.
 
     An ``nn.Module`` so that the DINO centre (a buffer of :class:`DINOLoss`) follows ``.to(device)`` and
     lands in ``state_dict()`` for exact resume.
     """
 
-    def __init__(self, switches: DistillSwitches):
+    def __init__(self, switches: DistillSwitches, gathering: Gathering = Gathering()):
         super().__init__()
         switches.validate()
         self.switches = switches
         self.cosmos_loss = CosmosLoss(pairings=switches.pairings, clip_image_views=switches.clip_image_views,
-                                      distill_weight=1.0 if switches.pairings else 0.0)
+                                      distill_weight=1.0 if switches.pairings else 0.0, gathering=gathering)
         self.dino_loss = None
         if switches.method == "silc" and switches.image_distill:
             head = switches.silc
             self.dino_loss = DINOLoss(head.out_dim, student_temp=head.student_temp, teacher_temp=head.teacher_temp,
-                                      warmup_teacher_temp=head.teacher_temp, center_momentum=head.center_momentum)
+                                      warmup_teacher_temp=head.teacher_temp, center_momentum=head.center_momentum,
+                                      gathering=gathering)
 
     def forward(self, student: nn.Module, teacher: Any, batch: Mapping[str, Any], step: int = 0) -> dict[str, torch.Tensor]:
-        """Loss terms of one batch.
+        """Loss terms of one batch: :meth:`student_outputs`, :meth:`teacher_targets`, then :meth:`loss_terms`.
 
         Args:
             student: the (possibly DDP-wrapped) :func:`build_student` model, in train mode.
             teacher: an :class:`cosmos.teacher.EMATeacher` of it, or None when ``not switches.needs_teacher``.
-            batch: :func:`cosmos.method.collate` output: ``images`` (crop-major list of ``[B, 3, S, S]``)
-                and ``texts`` (``[k*B, ctx]`` caption-major).
+            batch: :func:`cosmos.method.collate` output: ``images`` (crop-major list of ``[B, 3, S, S]``),
+                ``texts`` (``[k*B, ctx]`` caption-major) and optionally ``text_ends`` (``[k*B]`` on the host).
             step: global step (DINO teacher-temperature warm-up).
+
+        The split exists for exact gradient accumulation (:mod:`cosmos.training.accumulation`): both forwards are
+        per-sample, so they can run in micro-batches, while :meth:`loss_terms` couples the whole batch.
+        """
+        out = self.student_outputs(student, batch)
+        return self.loss_terms(out, self.teacher_targets(teacher, batch), step)
+
+    def student_outputs(self, student: nn.Module, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The student forward of reference ``train.py:123-135``: a dict of view-major ``[V*B, ...]`` tensors and
+        the two exp'd temperatures (0-dim); see :meth:`cosmos.models.CosmosCLIP.forward`."""
+        images, texts = self._check_batch(student, batch)
+        extra = {"text_ends": batch["text_ends"]} if batch.get("text_ends") is not None else {}
+        return student(images[: self.switches.student_image_views], texts, batch_size=images[0].shape[0], **extra)
+
+    def teacher_targets(self, teacher: Any, batch: Mapping[str, Any]) -> dict[str, list[torch.Tensor]]:
+        """Teacher features of the global views: ``image`` / ``text`` lists of 2 ``[B, E]``, SiLC's ``dino`` logits."""
+        images, texts = list(batch["images"]), batch["texts"]
+        return self._teacher_targets(teacher, images, texts, images[0].shape[0])
+
+    def loss_terms(self, out: Mapping[str, torch.Tensor], targets: Mapping[str, list[torch.Tensor]],
+                   step: int = 0) -> dict[str, torch.Tensor]:
+        """The ``*_loss`` terms from the student's outputs ``out`` and the teacher's ``targets`` (section 4).
+
+        Terms may be non-finite; the training loop checks them (without a host sync on every step).
         """
         sw = self.switches
-        images, texts = self._check_batch(student, batch)
-        b = images[0].shape[0]
-        out = student(images[: sw.student_image_views], texts, batch_size=b)
         n_img, n_txt = sw.student_image_views, sw.num_captions
         image_views = chunk_views(out["image_features"], n_img)
         text_views = chunk_views(out["text_features"], n_txt)
         cross = {key: chunk_views(out[key], n) for key, n in
                  (("img_crossmodal_features", n_img), ("txt_crossmodal_features", n_txt)) if key in out}
-        targets = self._teacher_targets(teacher, images, texts, b)
-
         losses = self.cosmos_loss(
             image_features=image_views, text_features=text_views,
             teacher_image_features=targets.get("image", []), teacher_text_features=targets.get("text", []),
@@ -102,7 +125,6 @@ class Objective(nn.Module):
             del losses["distill_loss"]  # an exact zero; reporting it would suggest a term that does not exist
         if self.dino_loss is not None:  # the head ran inside the student's forward (DDP must see it there)
             losses.update(self.dino_loss(chunk_views(out["dino_logits"], n_img), targets["dino"], step))
-        _check_finite(losses, step)
         return losses
 
     def _check_batch(self, student: nn.Module, batch: Mapping[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -142,9 +164,3 @@ class Objective(nn.Module):
             targets["dino"] = [model.dino_head(view).detach() for view in targets["image"]]
         return targets
 
-
-def _check_finite(losses: Mapping[str, torch.Tensor], step: int) -> None:
-    """Fail loudly on a non-finite term, naming the step and every term's value."""
-    if not all(torch.isfinite(value).all() for value in losses.values()):
-        values = {name: float(value.detach()) for name, value in losses.items()}
-        raise FloatingPointError(f"non-finite loss at step {step}: {values}")

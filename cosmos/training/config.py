@@ -27,7 +27,9 @@ class ModelConfig:
     ``shared_cross_kv`` (cross-attention keys/values projected once per sample, not once per view) compute
     the same function as the stock path; ``math_attention`` picks torch's math SDPA kernel for short
     low-precision CPU attention (a different kernel, as accurate as flash); ``docs/training.md`` gives
-    their measured effect.
+    their measured effect. ``grad_checkpointing`` (the reference's ``--grad-checkpointing``) keeps only each
+    transformer block's input for backward and recomputes the rest: the same gradients for about a third
+    more compute and a fraction of the activation memory (``benchmarks/memory.py``).
     """
 
     name: str
@@ -36,6 +38,7 @@ class ModelConfig:
     trim_vision: bool = True
     shared_cross_kv: bool = True
     math_attention: bool = True
+    grad_checkpointing: bool = False  # recompute each transformer block in backward: less memory, same gradients
 
     def speedups(self) -> dict[str, bool]:
         """The switches as :func:`cosmos.models.build_model` keyword arguments."""
@@ -82,6 +85,10 @@ class TrainConfig:
     val_every: int = 0  # steps between learning-curve points (cosmos.training.validation); 0: no curve
     val_images: int = 200  # images of the curve's retrieval subset
     val_root: str | None = None  # COCO-layout retrieval set of the curve (null: no curve)
+    accum_steps: int = 1  # micro-batches per step, exact by gradient caching (cosmos.training.accumulation)
+    local_loss: bool = False  # OpenCLIP --local-loss: each rank's [B_local, N] logits only (cosmos.losses.gather)
+    gather_with_grad: bool = False  # OpenCLIP --gather-with-grad: a differentiable feature all-gather
+    compile: bool = False  # torch.compile the student's and the teacher's forward (cosmos.training.compiled)
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,10 @@ def validate_train(train: TrainConfig, optim: OptimConfig, launcher: LauncherCon
         (train.device in ("auto", "cpu", "cuda"), f"train.device={train.device!r} must be auto, cpu or cuda"),
         (train.val_every >= 0, f"train.val_every={train.val_every} must be >= 0 (0: no learning curve)"),
         (train.val_images >= 2, f"train.val_images={train.val_images} must be >= 2"),
+        (train.accum_steps >= 1, f"train.accum_steps={train.accum_steps} must be >= 1 (1: no accumulation)"),
+        ((train.batch_size // world) % train.accum_steps == 0,
+         f"train.accum_steps={train.accum_steps} must divide the per-rank batch {train.batch_size // world} "
+         "(train.batch_size / world size)"),
         (optim.lr > 0, f"optim.lr={optim.lr} must be > 0"),
         (all(0 <= b < 1 for b in optim.betas), f"optim.betas={list(optim.betas)} must lie in [0, 1)"),
         (optim.weight_decay >= 0, f"optim.weight_decay={optim.weight_decay} must be >= 0"),

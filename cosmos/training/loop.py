@@ -1,10 +1,13 @@
-"""The training loop (reference ``train.py``): objective -> sum -> finite check -> backward -> EMA -> step -> clamp.
+"""The training loop (reference ``train.py``): objective -> sum -> backward -> EMA -> step -> clamp -> finite check.
 
 One step, in order (reference 5 and 6):
 
 1. ``lr[step]`` is set on every param group; the objective returns named ``*_loss`` terms, summed;
-2. a non-finite total raises :class:`NonFiniteLossError` naming the step and every term;
-3. ``backward`` (through the GradScaler under fp16);
+2. ``backward`` (through the GradScaler under fp16), in micro-batches with exact gradient caching when
+   ``train.accum_steps > 1`` (:mod:`cosmos.training.accumulation`);
+3. a non-finite total raises :class:`NonFiniteLossError` naming the step and every term. The check reads the
+   device once per ``log_every`` steps and before every checkpoint (:meth:`Trainer.check_steps`), not on every
+   step: a host sync per step would stall a GPU's queue. A non-finite step is therefore never saved;
 4. the EMA teacher moves with ``momentum[step]``, before ``optimizer.step()`` (``reference``) or after it
    (``dino``), via :func:`~cosmos.teacher.ema.step_with_ema`;
 5. both logit scales of student and teacher are clamped to ``[0, ln 100]``.
@@ -28,6 +31,7 @@ from torch import nn
 
 from cosmos.models.checkpoint_io import strip_module_prefix
 from cosmos.teacher.ema import EMATeacher, step_with_ema
+from cosmos.training.accumulation import GradCache
 from cosmos.training.checkpoint import CheckpointDir, capture_rng, restore_rng
 from cosmos.training.data import TrainLoader, batch_to
 from cosmos.training.optim import clamp_logit_scales, set_lr
@@ -66,6 +70,7 @@ class Trainer:
 
     ``lr`` and ``momentum`` are float64 arrays of length ``epochs * loader.batches_per_epoch``.
     ``objective(student, teacher_or_None, batch, step)`` returns a dict of ``*_loss`` tensors.
+    ``accumulation``: a :class:`~cosmos.training.accumulation.GradCache` (``train.accum_steps > 1``), or None.
     """
 
     student: nn.Module
@@ -87,9 +92,11 @@ class Trainer:
     log: LogFn | None = None
     progress: Callable[[int], Any] | None = None
     should_stop: Callable[[], bool] | None = None
+    accumulation: GradCache | None = None
     position: Position = field(default_factory=Position)
     stopped: bool = False
     bad_samples: dict[int, int] = field(default_factory=dict)
+    _unchecked: list[tuple[int, int, dict[str, torch.Tensor]]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         total = self.epochs * self.loader.batches_per_epoch
@@ -105,28 +112,55 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ step
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One optimizer step on ``batch``; returns the loss terms and ``loss`` (their sum) as floats."""
+        """One optimizer step on a loader ``batch`` (moved with :func:`batch_to`), checked at once; returns the
+        loss terms and ``loss`` as floats."""
+        self.step_on_device(batch_to(batch, self.device))
+        return self.check_steps()
+
+    def step_on_device(self, batch: dict[str, Any]) -> None:
+        """One optimizer step on ``batch`` without a host synchronisation (:meth:`check_steps` reads it later).
+
+        With :attr:`accumulation` the forward and backward run in micro-batches with gradient caching
+        (:class:`~cosmos.training.accumulation.GradCache`, exact); otherwise in one pass.
+        """
         step = self.position.step
         set_lr(self.optimizer, float(self.lr[step]))
-        with self.precision.autocast():
-            try:
-                terms = self.objective(self.student, self.teacher, batch, step)
-            except FloatingPointError as err:  # the objective's own per-term check
-                raise NonFiniteLossError(f"epoch {self.position.epoch}: {err}; {_NON_FINITE_FIX}") from err
-        total = sum(terms.values())
-        if not torch.isfinite(total):
-            detail = ", ".join(f"{k}={v.item():.6g}" for k, v in terms.items())
-            raise NonFiniteLossError(f"non-finite loss at step {step} (epoch {self.position.epoch}): "
-                                     f"loss={total.item():.6g} = {detail}; {_NON_FINITE_FIX}")
         self.optimizer.zero_grad(set_to_none=True)
-        self.precision.backward(total)
+        if self.accumulation is not None:
+            terms = self.accumulation.backward(self.student, self.teacher, self.objective, batch, step, self.precision)
+        else:
+            with self.precision.autocast():
+                terms = self.objective(self.student, self.teacher, batch, step)
+            self.precision.backward(sum(terms.values()))
+            terms = {k: v.detach() for k, v in terms.items()}
         optimizer_step = self.precision.step(self.optimizer)
         if self.teacher is None:
             optimizer_step()
         else:
             step_with_ema(optimizer_step, self.teacher, self.student, float(self.momentum[step]), self.placement)
         clamp_logit_scales([self.student] + ([self.teacher.module] if self.teacher is not None else []))
-        return {**{k: v.item() for k, v in terms.items()}, "loss": total.item()}
+        self._unchecked.append((step, self.position.epoch, terms))
+
+    def check_steps(self) -> dict[str, float]:
+        """Read the steps run since the last check (one host sync): raise :class:`NonFiniteLossError` naming the
+        first step whose summed loss is NaN or infinite, with every term; else the last step's terms as floats.
+
+        The loop calls it at every ``log_every``, before every checkpoint and at a stop, so a non-finite step
+        is never saved: the last good checkpoint stays the newest.
+        """
+        if not self._unchecked:
+            return {}
+        steps, epochs, pending = zip(*self._unchecked)
+        self._unchecked = []
+        names = list(pending[0])
+        values = torch.stack([torch.stack([terms[k].float() for k in names]) for terms in pending]).cpu()
+        totals = [sum(row[k] for k in range(len(names))) for row in values]
+        for step, epoch, row, total in zip(steps, epochs, values.tolist(), totals):
+            if not torch.isfinite(total):
+                detail = ", ".join(f"{k}={v:.6g}" for k, v in zip(names, row))
+                raise NonFiniteLossError(f"non-finite loss at step {step} (epoch {epoch}): "
+                                         f"loss={float(total):.6g} = {detail}; {_NON_FINITE_FIX}")
+        return {**dict(zip(names, values[-1].tolist())), "loss": float(totals[-1])}
 
     # ------------------------------------------------------------------------------------------- fit
 
@@ -141,12 +175,13 @@ class Trainer:
             start, seen = time.perf_counter(), 0
             for batch in self.loader.epoch(pos.epoch, skip_batches=pos.batches):
                 self.bad_samples[batch.pop("worker")] = batch.pop("bad_samples")
-                metrics = self.train_step(batch_to(batch, self.device))
+                self.step_on_device(batch_to(batch, self.device))
                 pos.step, pos.batches = pos.step + 1, pos.batches + 1
                 seen += self.loader.batch * self.loader.world
                 if self.progress is not None:
                     self.progress(1)
                 if self.log is not None and (pos.step % self.log_every == 0 or pos.step == self.total_steps):
+                    metrics = self.check_steps()  # the only host sync of a step (house style: log_every)
                     self.log(pos.step, {**metrics, **self._scalars(pos.step - 1),
                                         "samples_per_s": seen / (time.perf_counter() - start)})
                 saved = True
@@ -164,7 +199,9 @@ class Trainer:
                 if self.stopped or (self.max_steps and pos.step >= self.max_steps):
                     if not saved:
                         self.save()
+                    self.check_steps()
                     return pos
+        self.check_steps()
         return pos
 
     def _scalars(self, step: int) -> dict[str, float]:
@@ -190,6 +227,7 @@ class Trainer:
         return extra
 
     def save(self) -> None:
+        self.check_steps()  # never save the result of a non-finite step
         if self.checkpoints is None:
             return
         student = self.student.state_dict()

@@ -24,7 +24,10 @@ from cosmos.method import DistillSwitches, Objective, SampleTransform, build_stu
 from cosmos.models.checkpoint_io import load_checkpoint_file
 from cosmos.teacher.ema import EMATeacher
 from cosmos.text.tokenizer import build_tokenizer
+from cosmos.losses.gather import Gathering
+from cosmos.training.accumulation import GradCache
 from cosmos.training.checkpoint import CheckpointDir
+from cosmos.training.compiled import compile_models
 from cosmos.training.config import ModelConfig, OptimConfig, TrainConfig
 from cosmos.training.data import TrainLoader, read_shard_set
 from cosmos.training.distributed import World, cuda_index, wrap_ddp
@@ -65,13 +68,23 @@ def _schedules(optim: OptimConfig, switches: DistillSwitches, total: int) -> tup
     return lr, schedules.constant(switches.momentum, total)
 
 
+# Keys added after runs existed: they enter the hash only when set, so an older run's checkpoints still resume.
+_SHAPING_SINCE = {"accum_steps": 1, "local_loss": False, "gather_with_grad": False}
+# How a run executes, not what it computes (the same gradients, to round-off): free to change between restarts.
+_EXECUTION = ("resume", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "val_every",
+              "val_images", "val_root", "compile", "grad_checkpointing")
+
+
 def run_fingerprint(*, seed: int, model: ModelConfig, optim: OptimConfig, train: TrainConfig,
                     switches: DistillSwitches) -> str:
-    """The hash of what shapes the numbers; resume, logging and checkpoint cadence may change between restarts."""
-    shaping = {"seed": seed, "model": asdict(model), "optim": asdict(optim), "distill": asdict(switches),
-               **{k: v for k, v in asdict(train).items()
-                  if k not in ("resume", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "device",
-                               "val_every", "val_images", "val_root")}}
+    """The hash of what shapes the numbers; resume, logging, checkpoint cadence and execution switches
+    (``train.compile``, ``model.grad_checkpointing``) may change between restarts."""
+    def shaping_of(section: Any) -> dict[str, Any]:
+        return {k: v for k, v in asdict(section).items()
+                if k not in _EXECUTION and not (k in _SHAPING_SINCE and v == _SHAPING_SINCE[k])}
+
+    shaping = {"seed": seed, "model": shaping_of(model), "optim": asdict(optim), "distill": asdict(switches),
+               **shaping_of(train)}
     return config_fingerprint(shaping)
 
 
@@ -84,7 +97,11 @@ def build_trainer(*, out_dir: str | Path, shard_dir: str | Path, seed: int, mode
     precision = Precision(train.precision, device)
     _seed_everything(seed)
     student = build_student(model.name, switches, **model.speedups()).to(device)
+    if model.grad_checkpointing:
+        student.set_grad_checkpointing(True)
     teacher = EMATeacher(student) if switches.needs_teacher else None  # before DDP, as the reference
+    if train.compile:
+        compile_models(student, teacher)
     tokenizer = build_tokenizer(student.context_length)
     loader = TrainLoader(
         read_shard_set(shard_dir, train.data_fraction), SampleTransform(switches),
@@ -95,7 +112,7 @@ def build_trainer(*, out_dir: str | Path, shard_dir: str | Path, seed: int, mode
     lr, momentum = _schedules(optim, switches, train.epochs * loader.batches_per_epoch)
     trainer = Trainer(
         student=wrap_ddp(student, world, device, find_unused_parameters=not _uses_every_parameter(switches)),
-        teacher=teacher, objective=Objective(switches).to(device),
+        teacher=teacher, objective=Objective(switches, gathering(train)).to(device),
         loader=loader, optimizer=build_optimizer(student, lr=optim.lr, weight_decay=optim.weight_decay,
                                                  betas=optim.betas, eps=optim.eps, fused=optim.fused),
         precision=precision, lr=lr, momentum=momentum, placement=switches.ema_placement, epochs=train.epochs,
@@ -103,11 +120,17 @@ def build_trainer(*, out_dir: str | Path, shard_dir: str | Path, seed: int, mode
         checkpoints=CheckpointDir(out_dir, keep=train.keep_checkpoints) if world.is_main else None,
         checkpoint_every=train.checkpoint_every, max_steps=train.max_steps, log_every=train.log_every,
         fingerprint=run_fingerprint(seed=seed, model=model, optim=optim, train=train, switches=switches),
+        accumulation=GradCache(train.accum_steps) if train.accum_steps > 1 else None,
     )
     if world.is_main:
         CheckpointDir(out_dir).sweep_debris()
     _resume(trainer, train.resume, CheckpointDir(out_dir))
     return trainer
+
+
+def gathering(train: TrainConfig) -> Gathering:
+    """OpenCLIP's scaling options from ``train.local_loss`` / ``train.gather_with_grad``."""
+    return Gathering(local_loss=train.local_loss, with_grad=train.gather_with_grad)
 
 
 def _uses_every_parameter(switches: DistillSwitches) -> bool:

@@ -134,9 +134,10 @@ def test_missing_teacher_and_mismatched_student_fail_loudly():
         objective(student, EMATeacher(student), {"images": batch["images"][:2], "texts": batch["texts"]}, step=0)
 
 
-def test_non_finite_loss_names_the_step():
+def test_non_finite_terms_are_returned_for_the_loop_to_check():
+    # The objective does not sync the host to check its terms; Trainer.check_steps names the step (test_loop.py).
     _, student, teacher, objective, batch = setup("cosmos")
     with torch.no_grad():
         student.logit_scale.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="step 7"):
-        objective(student, teacher, batch, step=7)
+    terms = objective(student, teacher, batch, step=7)
+    assert torch.isnan(terms["clip_loss"]) and torch.isfinite(terms["distill_loss"])

@@ -52,6 +52,23 @@ def test_non_finite_loss_names_the_step_and_every_term(tiny_shards, tmp_path):
         trainer.train_step({})
 
 
+def test_a_non_finite_step_between_checks_is_named_and_never_saved(tiny_shards, tmp_path):
+    # The loop reads the device only at log_every and before a checkpoint: step 3's NaN is found at the
+    # step-4 checkpoint, named with its terms, and the newest checkpoint stays step 2's.
+    trainer = _trainer(tmp_path, tiny_shards, log_every=100, checkpoint_every=2)
+    plain = trainer.objective
+
+    def objective(student, teacher, batch, step):
+        terms = plain(student, teacher, batch, step)
+        return {**terms, "clip_loss": terms["clip_loss"] * float("nan")} if step == 2 else terms
+
+    trainer.objective = objective
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 2 \(epoch 0\): loss=nan = clip_loss=nan, "
+                                                 r"distill_loss=[0-9.]+;"):
+        trainer.fit()
+    assert [p.name for p in CheckpointDir(tmp_path).paths()] == ["step-00000002.pt"]
+
+
 def test_killed_run_resumes_bit_identically(tiny_shards, tmp_path):
     full = _trainer(tmp_path / "full", tiny_shards)
     assert full.loader.batches_per_epoch == 3 and full.total_steps == 6
