@@ -53,12 +53,12 @@ def model_config(width: int, layers: int) -> dict[str, Any]:
     }
 
 
-def switches_for(method: str):
-    """The method's ``conf/distill/<method>.yaml`` switches, at the reference 224 / 96 px crops."""
+def switches_for(method: str, global_size: int = 224, local_size: int = 96):
+    """The method's ``conf/distill/<method>.yaml`` switches, at the reference 224 / 96 px crops by default."""
     from cosmos.method import DistillSwitches
 
     section = yaml.safe_load((REPO_ROOT / "conf" / "distill" / f"{method}.yaml").read_text())
-    return DistillSwitches.from_params(section).replace(global_crop_size=224, local_crop_size=96)
+    return DistillSwitches.from_params(section).replace(global_crop_size=global_size, local_crop_size=local_size)
 
 
 def synthetic_batch(switches, batch: int, context: int, device: torch.device) -> dict[str, Any]:
@@ -74,8 +74,12 @@ def synthetic_batch(switches, batch: int, context: int, device: torch.device) ->
     return {"images": [x.to(device) for x in images], "texts": texts.to(device)}
 
 
-def build_step(method: str, precision: str, device: torch.device, width: int, layers: int, steps: int):
-    """A :class:`Trainer` over a stand-in loader (only its sizes are read) and a synthetic batch."""
+def build_step(method: str, precision: str, device: torch.device, width: int, layers: int, steps: int, *,
+               global_size: int = 224, local_size: int = 96):
+    """A :class:`Trainer` over a stand-in loader (only its sizes are read) and the method's switches.
+
+    ``global_size`` / ``local_size``: the crop sizes (``benchmarks/memory.py`` shrinks them for quick checks).
+    """
     from cosmos.method import Objective, build_student
     from cosmos.teacher.ema import EMATeacher
     from cosmos.training.loop import Trainer
@@ -83,7 +87,7 @@ def build_step(method: str, precision: str, device: torch.device, width: int, la
     from cosmos.training.precision import Precision
 
     torch.manual_seed(0)
-    switches = switches_for(method)
+    switches = switches_for(method, global_size, local_size)
     student = build_student(model_config(width, layers), switches).to(device)
     teacher = EMATeacher(student) if switches.needs_teacher else None
     total = steps + 2  # warm-up + FLOP count + timed steps
