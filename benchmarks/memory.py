@@ -17,7 +17,7 @@ per variant (plain; checkpointing; accumulation ``n`` for each ``--accum`` value
 accumulation) builds the model with seed 0, the same synthetic batch, and runs the library's own
 :meth:`cosmos.training.loop.Trainer.train_step` (objective -> backward -> EMA -> AdamW): one warm-up step
 (step 0, whose loss is reported as ``loss0``: the same weights and batch give the same loss whatever the
-switches, which the table shows to round-off) and ``--steps`` timed steps.
+switches, which the table shows to round-off) and ``--steps`` timed steps, whose median is the s/step.
 
 Memory is measured in the child, so each variant's peak is its own:
 
@@ -38,7 +38,7 @@ with L blocks it keeps L block inputs instead of L blocks' intermediates, so a d
 share; ``--layers 12`` keeps ViT-B's depth at about three times the run time). COSMOS's
 ``conf/distill/cosmos.yaml`` switches at 224 / 96 px crops (2 global + 6 local crops, 8 captions);
 ``--global-size`` / ``--local-size`` shrink the crops for quick checks. The defaults (batches 4, 8, 16;
-accumulation 2 and 4; 2 timed steps; fp32) take about 4-5 minutes on a quiet 2-core CPU with
+accumulation 2 and 4; 3 timed steps; fp32) take about 5-6 minutes on a quiet 2-core CPU with
 ``--threads 2``.
 
 Usage::
@@ -52,6 +52,7 @@ import argparse
 import json
 import math
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -138,19 +139,20 @@ def run_one(method: str, batch: int, accum: int, ckpt: bool, *, device_name: str
 
     loss0 = trainer.train_step(data)["loss"]  # step 0: also the warm-up (allocator, kernels, AdamW moments)
     trainer.position.step += 1
-    _sync(device)
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
-        trainer.step_on_device(data)  # the data is on the device already; check_steps reads the losses once
+        _sync(device)
+        start = time.perf_counter()
+        trainer.train_step(data)  # reads the loss back: one host sync per step, as at log_every=1
+        _sync(device)
+        times.append(time.perf_counter() - start)
         trainer.position.step += 1
-    trainer.check_steps()
-    _sync(device)
-    seconds = (time.perf_counter() - start) / steps
+    seconds = statistics.median(times)  # a shared machine's stalls hit single steps: the median ignores them
 
     total = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mib()
     return {"method": method, "device": device_name, "precision": precision, "batch": batch, "accum_steps": accum,
             "micro_batch": batch // accum, "grad_ckpt": ckpt, "loss0": loss0, "s_per_step": seconds,
-            "samples_per_s": batch / seconds, "base_mib": base, "step_peak_mib": total - base,
+            "samples_per_s": batch / seconds, "step_times": times, "base_mib": base, "step_peak_mib": total - base,
             "total_peak_mib": total, "peak_reset": reset, "params_mib": params / 2**20,
             "image_views": switches.num_image_views, "captions": switches.num_captions}
 
@@ -202,7 +204,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accum", nargs="+", type=int, default=[2, 4],
                         help="train.accum_steps values (>1) to run; those that do not divide a batch are skipped")
     parser.add_argument("--no-ckpt", action="store_true", help="leave out the grad_checkpointing variants")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per variant, after the warm-up step 0")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="timed steps per variant, after the warm-up step 0; s/step is their median")
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--global-size", type=int, default=224, help="global crop size (px)")
