@@ -6,6 +6,12 @@ one PIL image, returned as ``[g1, g2, l1, ..., lN]`` normalized ``[3, S, S]`` te
 from two streams, exactly as in the reference: torchvision's crop, flip and jitter parameters use the
 torch RNG; the apply-or-not coins of jitter, grayscale, blur and solarization and the blur radius use
 Python's ``random``. Replaying both streams reproduces the tensors bit for bit.
+
+Every transform here ends in ToTensor + Normalize (float32) by default. With ``uint8=True`` it ends in
+``PILToTensor`` instead: the same crop as uint8 pixels ``[3, S, S]``, a quarter of the bytes through the
+DataLoader workers' shared memory and over PCIe. :func:`cosmos.training.device_batch.normalize_images` then
+applies the ToTensor + Normalize arithmetic after the host-to-device copy; on CPU the result is bit-identical
+to the float path (``tests/training/test_loader_device.py``).
 """
 
 from __future__ import annotations
@@ -81,6 +87,12 @@ def _normalize() -> T.Compose:
     return T.Compose([T.ToTensor(), T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)])
 
 
+def _finish(uint8: bool) -> T.Compose | T.PILToTensor:
+    """The last step of a transform: normalized float32 ``[3, S, S]``, or with ``uint8`` the raw RGB pixels
+    ``[3, S, S]`` that ``cosmos.training.device_batch.normalize_images`` normalizes later, on the device."""
+    return T.PILToTensor() if uint8 else _normalize()
+
+
 def scale_blur_radius(size: int, reference_size: int = REFERENCE_GLOBAL_SIZE,
                       radius: Sequence[float] = REFERENCE_BLUR_RADIUS) -> tuple[float, float]:
     """Rescale the blur radius range so it blurs the same *fraction* of a ``size``-px crop as at 224 px.
@@ -103,13 +115,16 @@ class MultiCrop:
             ``(0.05, crop_scale)`` (reference 0.4).
         blur_radius: ``(min, max)`` blur radius in pixels for every crop. The reference's (0.1, 2.0) is
             kept as default for fidelity; see :func:`scale_blur_radius` for small images.
+        uint8: return uint8 pixels instead of normalized float32 crops (module docstring); the random draws
+            and the crops are the same.
 
     Returns a list ``[g1, g2, l1..lN]`` of tensors ``[3, global_size, global_size]`` (globals) and
     ``[3, local_size, local_size]`` (locals).
     """
 
     def __init__(self, *, global_size: int = 224, local_size: int = 96, local_crops_number: int = 6,
-                 crop_scale: float = 0.4, blur_radius: Sequence[float] = REFERENCE_BLUR_RADIUS):
+                 crop_scale: float = 0.4, blur_radius: Sequence[float] = REFERENCE_BLUR_RADIUS,
+                 uint8: bool = False):
         if not 0.05 < crop_scale < 1.0:
             raise ValueError(f"crop_scale must lie in (0.05, 1), got {crop_scale}")
         self.local_crops_number = local_crops_number
@@ -128,15 +143,15 @@ class MultiCrop:
         global_scale = (crop_scale, 1.0)
         self.global1 = T.Compose([
             *crop(global_size, global_scale), *flip_and_color_jitter(),
-            GaussianBlur(1.0, radius_min, radius_max), _normalize(),
+            GaussianBlur(1.0, radius_min, radius_max), _finish(uint8),
         ])
         self.global2 = T.Compose([
             *crop(global_size, global_scale), *flip_and_color_jitter(),
-            GaussianBlur(0.1, radius_min, radius_max), Solarization(0.2), _normalize(),
+            GaussianBlur(0.1, radius_min, radius_max), Solarization(0.2), _finish(uint8),
         ])
         self.local = T.Compose([
             *crop(local_size, (0.05, crop_scale)), *flip_and_color_jitter(),
-            GaussianBlur(0.5, radius_min, radius_max), _normalize(),
+            GaussianBlur(0.5, radius_min, radius_max), _finish(uint8),
         ])
 
     def __call__(self, image: Image.Image) -> list[torch.Tensor]:
@@ -155,15 +170,17 @@ def eval_transform(size: int = 224) -> T.Compose:
     ])
 
 
-def single_crop_transform(size: int = 224, scale: Sequence[float] = OPEN_CLIP_TRAIN_SCALE) -> T.Compose:
+def single_crop_transform(size: int = 224, scale: Sequence[float] = OPEN_CLIP_TRAIN_SCALE,
+                          uint8: bool = False) -> T.Compose:
     """One random crop for CLIP training without multi-crop; returns ``[3, size, size]``.
 
     Without ``--use-imagecrop-aug`` the reference falls back to open_clip's ``image_transform(is_train=True)``
     with the default ``AugmentationCfg``: ``RandomResizedCrop(size, scale=(0.9, 1.0), bicubic)``, RGB,
-    ToTensor, Normalize, with no jitter, grayscale or flip. This re-creates that transform.
+    ToTensor, Normalize, with no jitter, grayscale or flip. This re-creates that transform; ``uint8`` ends it
+    in uint8 pixels instead of ToTensor + Normalize (module docstring).
     """
     return T.Compose([
         T.RandomResizedCrop(size, scale=tuple(scale), interpolation=InterpolationMode.BICUBIC),
         _to_rgb,
-        _normalize(),
+        _finish(uint8),
     ])

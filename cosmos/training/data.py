@@ -19,15 +19,24 @@ batches, with ``batches_per_epoch = num_samples // global_batch`` (at least 1). 
 
 Corrupt samples (unreadable tar members, undecodable images, broken JSON) are skipped and counted; each
 batch carries its worker's running count under ``"bad_samples"``.
+
+The workers persist across epochs (one DataLoader per run, not per epoch): they are forked once, and read
+the epoch and the resume position of every :meth:`TrainLoader.epoch` call from shared memory. A fresh
+DataLoader per epoch drew its workers' base seed from the global torch RNG; the persistent one draws the
+same number, so the trainer's RNG stream (and the checkpoints' RNG state) is the same as with re-forked
+workers. ``pin_memory`` (CUDA training) stages batches in pinned memory for non-blocking copies, and
+:func:`batch_to` (:mod:`cosmos.training.device_batch`) normalizes uint8 crops on the device.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.sharedctypes import RawValue
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +46,10 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cosmos.data.images import BadImageError, decode_image
+from cosmos.training.device_batch import batch_to
 from cosmos.training.preemption import ignore_job_signals
 
-__all__ = ["ShardSet", "TrainLoader", "derive_seed", "read_shard_set"]
+__all__ = ["ShardSet", "TrainLoader", "batch_to", "derive_seed", "read_shard_set"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,21 @@ def _buffer_shuffle(items: Iterator[Any], bufsize: int, initial: int, rng: rando
     yield from buf
 
 
+class _EpochLoader(DataLoader):
+    """A DataLoader re-iterated once per epoch over persistent workers.
+
+    A fresh multi-worker DataLoader iterator draws one int64 (the workers' base seed) from the global torch
+    RNG; re-iterating persistent workers draws none. Drawing it here keeps the caller's RNG stream exactly as
+    it was with a fresh DataLoader per epoch, so checkpoints and resumes see the same RNG states. The workers do
+    not use that seed: every sample runs under its own seeded RNG (``_SeededRNG``).
+    """
+
+    def __iter__(self):
+        if self.persistent_workers and self._iterator is not None:
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        return super().__iter__()
+
+
 class TrainLoader(IterableDataset):
     """One epoch of per-rank batches; iterate :meth:`epoch` (a DataLoader) rather than the dataset itself.
 
@@ -133,12 +158,16 @@ class TrainLoader(IterableDataset):
         rank, world_size: this process's data-parallel position.
         num_workers: DataLoader worker processes (0: in-process).
         shuffle_buffer / shuffle_initial: sample shuffle buffer per worker (reference 5000 / 1000).
+        pin_memory: stage batches in pinned (page-locked) host memory, so :func:`batch_to`'s
+            ``non_blocking`` copies to a CUDA device overlap the host; set it when training on CUDA.
+        persistent_workers: keep the worker processes across epochs (module docstring). False forks them
+            anew every epoch, as before; the batches are the same either way.
     """
 
     def __init__(self, shard_set: ShardSet, transform: Callable[[Any, dict], Any],
                  collate: Callable[[list], dict], *, global_batch: int, seed: int, rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, shuffle_buffer: int = 1000,
-                 shuffle_initial: int = 100):
+                 shuffle_initial: int = 100, pin_memory: bool = False, persistent_workers: bool = True):
         if global_batch % world_size:
             raise ValueError(f"train.batch_size={global_batch} is not divisible by world size {world_size}")
         if not shard_set.shards:
@@ -148,22 +177,54 @@ class TrainLoader(IterableDataset):
         self.seed, self.rank, self.world, self.num_workers = seed, rank, world_size, num_workers
         self.shuffle_buffer, self.shuffle_initial = shuffle_buffer, shuffle_initial
         self.batches_per_epoch = max(1, shard_set.num_samples // global_batch)
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        # The position of the epoch being iterated. Workers forked in an earlier epoch see the parent's later
+        # epoch() calls only through shared memory, created here, before any fork. The parent writes it before
+        # iterating; the DataLoader then tells the workers to restart (a queue message), and they read it once,
+        # at the start of __iter__, into _epoch and _skip.
+        self._shared_epoch, self._shared_skip = RawValue("q", 0), RawValue("q", 0)
         self._epoch, self._skip = 0, 0
+        self._loader: DataLoader | None = None
 
     # ------------------------------------------------------------------------------- main process API
 
     def epoch(self, epoch: int, skip_batches: int = 0) -> DataLoader:
-        """A DataLoader over the batches of ``epoch`` after the first ``skip_batches`` (resume)."""
+        """A DataLoader over the batches of ``epoch`` after the first ``skip_batches`` (resume).
+
+        With persistent workers it is the same DataLoader every call: iterate one epoch at a time. Iterating it
+        again (the next ``epoch`` call) restarts the workers at the new position and drops whatever they had
+        prefetched of an abandoned epoch.
+        """
         if not 0 <= skip_batches <= self.batches_per_epoch:
             raise ValueError(f"skip_batches={skip_batches} outside [0, {self.batches_per_epoch}]")
+        if epoch < 0:
+            raise ValueError(f"epoch={epoch} must be >= 0")
+        self._shared_epoch.value, self._shared_skip.value = epoch, skip_batches
         self._epoch, self._skip = epoch, skip_batches
-        # Forked workers would inherit the trainer's job-signal handlers; only the trainer answers a preemption.
-        return DataLoader(self, batch_size=None, num_workers=self.num_workers, persistent_workers=False,
-                          multiprocessing_context="fork" if self.num_workers else None,
-                          worker_init_fn=ignore_job_signals if self.num_workers else None)
+        if self._loader is None or not self.persistent_workers:
+            # Forked workers would inherit the trainer's job-signal handlers; only the trainer answers a preemption.
+            self._loader = _EpochLoader(
+                self._dataset(), batch_size=None, num_workers=self.num_workers, persistent_workers=self.persistent_workers,
+                pin_memory=self.pin_memory, multiprocessing_context="fork" if self.num_workers else None,
+                worker_init_fn=ignore_job_signals if self.num_workers else None)
+        return self._loader
 
     def __len__(self) -> int:
         return self.batches_per_epoch
+
+    def _dataset(self) -> TrainLoader:
+        """What the DataLoader iterates: this loader without its DataLoader (a shallow copy sharing the position).
+
+        Iterating ``self`` would close a reference cycle (DataLoader -> dataset -> DataLoader) that only the cyclic
+        garbage collector frees. A dropped loader's persistent workers would then live on until a collection, and
+        the collection could run in a later DataLoader's forked worker, whose copy of the old iterator then shuts
+        down workers it does not own, on queue locks a parent thread held at the fork: a hang. Without the cycle,
+        dropping the loader shuts its workers down at once.
+        """
+        dataset = copy.copy(self)
+        dataset._loader = None
+        return dataset
 
     # ----------------------------------------------------------------------------------- worker side
 
@@ -240,6 +301,8 @@ class TrainLoader(IterableDataset):
             yield index, image, record
 
     def __iter__(self) -> Iterator[dict]:
+        # A persistent worker's copy was forked in an earlier epoch: the parent's epoch() reaches it only here.
+        self._epoch, self._skip = self._shared_epoch.value, self._shared_skip.value
         worker, workers = self._slot()
         mine, skipped = self._my_batches(worker, workers)
         stats = {"bad_samples": 0}
@@ -257,16 +320,3 @@ class TrainLoader(IterableDataset):
             batch["bad_samples"] = stats["bad_samples"]
             batch["worker"] = worker
             yield batch
-
-
-def batch_to(batch: dict, device: torch.device) -> dict:
-    """Move the tensors of a collated batch (``images`` list, ``texts``) to ``device``."""
-    out = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            out[key] = value.to(device, non_blocking=True)
-        elif isinstance(value, Sequence) and value and isinstance(value[0], torch.Tensor):
-            out[key] = [v.to(device, non_blocking=True) for v in value]
-        else:
-            out[key] = value
-    return out
