@@ -133,9 +133,11 @@ class CosmosCLIP(CLIP):
         ``token_rows``: how many leading rows of that group need their tokens (None: all; ``trim_vision``).
         """
         if isinstance(images, torch.Tensor):
+            _check_float_images([images])
             return self._vision(images, token_rows)
         if len(images) == 0:
             raise ValueError("images is an empty list")
+        _check_float_images(images)
         groups: list[list[torch.Tensor]] = [[images[0]]]
         for img in images[1:]:
             if img.shape[-2:] == groups[-1][-1].shape[-2:]:
@@ -154,9 +156,13 @@ class CosmosCLIP(CLIP):
         feats, _ = self._encode_image_groups(images, token_rows=0)
         return F.normalize(feats, dim=-1) if normalize else feats
 
-    def encode_text(self, texts: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Global text embeddings ``[M, E]`` of token ids ``[M, context_length]`` (EOT pooled)."""
-        feats, _ = self._text(texts, token_rows=0)
+    def encode_text(self, texts: torch.Tensor, normalize: bool = True,
+                    text_ends: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+        """Global text embeddings ``[M, E]`` of token ids ``[M, context_length]`` (EOT pooled).
+
+        ``text_ends``: the rows' EOT ends ``[M]`` on the host, saving a device sync (see :meth:`forward`).
+        """
+        feats, _ = self._text(texts, token_rows=0, text_ends=text_ends)
         return F.normalize(feats, dim=-1) if normalize else feats
 
     def encode_image_dense(self, images: torch.Tensor) -> torch.Tensor:
@@ -168,9 +174,10 @@ class CosmosCLIP(CLIP):
         _, tokens = vision_forward(self.visual, images, fused=self.fused_blocks, math_attention=self.math_attention)
         return tokens @ self.visual.proj
 
-    def _text(self, texts: torch.Tensor, token_rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _text(self, texts: torch.Tensor, token_rows: int | None,
+              text_ends: torch.Tensor | Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return text_forward(self, texts, token_rows=token_rows if self.trim_text else None,
-                            fused=self.fused_blocks, math_attention=self.math_attention)
+                            fused=self.fused_blocks, math_attention=self.math_attention, text_ends=text_ends)
 
     # ------------------------------------------------------------------------------------------ forward
 
@@ -205,6 +212,7 @@ class CosmosCLIP(CLIP):
         texts: torch.Tensor,
         batch_size: int | None = None,
         return_tokens: bool = False,
+        text_ends: torch.Tensor | Sequence[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """COSMOS forward (reference ``CLIP.forward``, ``model.py:340-404``).
 
@@ -216,6 +224,10 @@ class CosmosCLIP(CLIP):
                 None for the teacher and for evaluation.
             return_tokens: also return ``image_tokens [N_1, P, E]`` (mapped tokens of the first resolution
                 group) and ``text_tokens [M, L, E]`` (mapped, padding positions included).
+            text_ends: ``argmax(texts, -1) + 1`` per row, ``[M]``, on the host (the batch's ``text_ends``,
+                :func:`cosmos.method.collate`): a CPU integer tensor, or a list of ints through DDP, which
+                copies tensor arguments to the device. ``trim_text`` then reads its bucket lengths from it instead
+                of syncing with the device (:func:`cosmos.models.towers.text_forward`); the outputs are the same.
 
         Returns:
             ``image_features [N, E]`` and ``text_features [M, E]`` (L2-normalized), ``logit_scale`` and
@@ -230,7 +242,7 @@ class CosmosCLIP(CLIP):
         # Tokens are read for g1 / G1 only (cross branch) or for every row (return_tokens).
         token_rows = None if return_tokens else (batch_size if student_cross else 0)
         img_feat, img_raw_tok = self._encode_image_groups(images, token_rows)
-        txt_feat, txt_raw_tok = self._text(texts, token_rows)
+        txt_feat, txt_raw_tok = self._text(texts, token_rows, text_ends)
 
         out: dict[str, torch.Tensor] = {}
         if student_cross:
@@ -263,6 +275,13 @@ def _check_causal(mask: torch.Tensor | None) -> None:
     causal = torch.full_like(mask, float("-inf")).triu_(1)
     if not torch.equal(mask, causal):
         raise NotImplementedError("the text attn_mask is not the causal -inf mask; set model.fused_blocks=false")
+
+
+def _check_float_images(images: Sequence[torch.Tensor]) -> None:
+    """uint8 crops are pixels, not model input: without this the first convolution fails on a dtype mismatch."""
+    if any(img.dtype == torch.uint8 for img in images):
+        raise TypeError("images are uint8 pixels: normalize them first (cosmos.training.data.batch_to, or "
+                        "cosmos.training.device_batch.normalize_images)")
 
 
 def _tile(tokens: torch.Tensor, n_views: int) -> torch.Tensor:

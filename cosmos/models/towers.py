@@ -14,12 +14,16 @@ each tested equal to the stock path):
   ``is_causal`` for the text mask) instead of OpenCLIP's ``nn.MultiheadAttention`` blocks;
 - ``token_rows`` of :func:`text_forward`: rows whose per-position outputs nobody reads are cut after their
   last EOT. Under the causal mask, positions past the EOT never reach the EOT output, so the pooled
-  embedding is unchanged; only rows whose tokens feed the cross-attention keep all L positions;
+  embedding is unchanged; only rows whose tokens feed the cross-attention keep all L positions. The bucket
+  lengths are shapes, so they are read on the host: from ``text_ends`` when the caller has them there
+  (:func:`cosmos.method.collate`), else from the device, a sync in the middle of the forward;
 - ``token_rows`` of :func:`vision_forward` (with ``fused``): crops whose patch tokens nobody reads run their
   last block for the CLS position only; no later layer reads the other positions.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +109,8 @@ def _patch_embed(conv: nn.Conv2d, images: torch.Tensor, fused: bool) -> tuple[to
 
 
 def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = None,
-                 fused: bool = False, math_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 fused: bool = False, math_attention: bool = False,
+                 text_ends: torch.Tensor | Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the text transformer held by an OpenCLIP ``CLIP`` and return pooled and per-position outputs.
 
     Reference ``encode_text`` with ``output_all`` (``model.py:314-329``, ``transformer.py:772-775``).
@@ -119,6 +124,11 @@ def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = N
             their EOT (argmax pooling only) and run in up to two length buckets (:func:`trim_buckets`).
         fused: run the blocks through :func:`~cosmos.models.blocks.run_blocks` (same math).
         math_attention: see :func:`vision_forward`.
+        text_ends: ``argmax(text, -1) + 1`` of every row, ``[M]``, on the host: a CPU integer tensor or a
+            sequence of ints (a list passes through ``DistributedDataParallel``, which copies tensor arguments
+            to the device). Given, the trimmed rows' bucket lengths are read from it instead of from ``text``,
+            which on an accelerator costs a device-to-host sync mid-forward. The outputs are the same. It is
+            checked against ``text`` only when ``text`` is on the CPU (elsewhere the check would be that sync).
 
     Returns:
         pooled: ``[M, E]``, the unnormalized EOT (argmax id) output after ln_final, ``@ text_projection``.
@@ -127,6 +137,8 @@ def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = N
     """
     if text.ndim != 2 or text.shape[1] != clip.context_length:
         raise ValueError(f"text must be [M, {clip.context_length}] token ids, got {tuple(text.shape)}")
+    if text_ends is not None:
+        text_ends = _host_ends(text_ends, text)
     if token_rows is None or clip.text_pool_type != "argmax" or clip.attn_mask is None or token_rows >= len(text):
         pooled, tokens = _text_rows(clip, text, fused, math_attention)
         return pooled, tokens if token_rows is None else tokens[:token_rows]
@@ -137,7 +149,10 @@ def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = N
     pooled, tokens = (_text_rows(clip, head, fused, math_attention, embedded[:token_rows]) if token_rows
                       else (head.new_empty(0), None))
     rest, rest_embedded = text[token_rows:], embedded[token_rows:]
-    ends = (rest.argmax(dim=-1) + 1).tolist()  # one host sync: the bucket lengths are shapes
+    if text_ends is None:
+        ends = (rest.argmax(dim=-1) + 1).tolist()  # one host sync: the bucket lengths are shapes
+    else:
+        ends = text_ends[token_rows:]
     order, parts = [], []
     for rows, length in trim_buckets(ends):
         index = torch.tensor(rows, device=text.device)
@@ -150,6 +165,28 @@ def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = N
     if tokens is None:
         return pooled_rest, pooled_rest.new_empty(0, text.shape[1], clip.transformer.width)
     return torch.cat([pooled, pooled_rest]), tokens
+
+
+def _host_ends(text_ends: torch.Tensor | Sequence[int], text: torch.Tensor) -> list[int]:
+    """``text_ends`` as a list of ``M`` ints in ``[1, L]``; fail loudly on anything else (see :func:`text_forward`)."""
+    if isinstance(text_ends, torch.Tensor):
+        if text_ends.device.type != "cpu":
+            raise ValueError(
+                f"text_ends must be on the host, got a tensor on {text_ends.device} (reading it back is the sync it "
+                "exists to avoid). DistributedDataParallel copies tensor arguments to the device: pass "
+                "text_ends.tolist() through it")
+        if text_ends.ndim != 1 or text_ends.is_floating_point() or text_ends.is_complex():
+            raise ValueError(f"text_ends must be a 1-D integer tensor, got {text_ends.dtype} {tuple(text_ends.shape)}")
+        text_ends = text_ends.tolist()
+    ends = [int(e) for e in text_ends]
+    m, length = text.shape
+    if len(ends) != m:
+        raise ValueError(f"text_ends has {len(ends)} entries for {m} caption rows")
+    if ends and not 1 <= min(ends) <= max(ends) <= length:
+        raise ValueError(f"text_ends must lie in [1, {length}] (argmax + 1), got [{min(ends)}, {max(ends)}]")
+    if text.device.type == "cpu" and ends != (text.argmax(dim=-1) + 1).tolist():
+        raise ValueError("text_ends is not argmax(text, -1) + 1 row for row (the EOT ends of these captions)")
+    return ends
 
 
 def trim_buckets(ends: list[int]) -> list[tuple[list[int], int]]:
