@@ -1,0 +1,97 @@
+"""``benchmarks/gpu_check.py`` in its CPU reduced mode, so that the GPU check cannot rot: every section that can run
+on a CPU passes, the GPU-only ones are skipped with a stated reason, both reports are written and the exit status
+says whether a check failed. Behaviour, not timings (``--threads 1``: the suite shares 2 cores)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
+CPU_SECTIONS = ("placement", "precision", "learning", "throughput", "ddp", "checkpoint", "accumulation", "loader",
+                "evaluation")
+SKIPPED = {"gradscaler": "CUDA", "side_by_side": "--reference-src"}  # section -> a word of its stated reason
+
+
+@pytest.mark.timeout(300)
+def test_reduced_cpu_run_passes_every_cpu_section_and_writes_both_reports(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--out", str(tmp_path), "--threads", "1",
+                           "--time-budget-s", "240"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=290)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    sections = report["sections"]
+    assert list(sections) == ["placement", "precision", "learning", "gradscaler", "throughput", "ddp", "checkpoint",
+                              "accumulation", "loader", "evaluation", "side_by_side"]
+    for name in CPU_SECTIONS:
+        assert sections[name]["status"] == "pass", (name, sections[name])
+        assert sections[name]["criterion"] and sections[name]["summary"], name
+    for name, word in SKIPPED.items():
+        assert sections[name]["status"] == "skipped" and word in sections[name]["reason"], (name, sections[name])
+    assert report["ok"] is True and report["failed"] == []
+    assert report["mode"]["profile"] == "reduced" and report["mode"]["device"] == "cpu"
+    assert report["environment"]["torch"] and report["environment"]["git"]["commit"]
+
+    # What each section measured, as the JSON states it.
+    assert all(r["off_device"] == 0 and r["tensors"] > 100 for r in sections["placement"]["rows"])
+    assert {r["precision"] for r in sections["precision"]["rows"]} == {"fp32", "bf16"}  # fp16 needs CUDA
+    losses = sections["learning"]["numbers"]["losses"]
+    assert len(losses) == 20 and losses[-1] < 0.8 * losses[0]
+    rows = sections["throughput"]["rows"]
+    assert [(r["grad_checkpointing"], r["batch"]) for r in rows] == [(False, 4), (False, 8), (True, 4), (True, 8)]
+    assert all(r["status"] == "ok" and r["s_per_step"] > 0 and 0 < r["mfu"] for r in rows)
+    assert all(r["counted_tflop"] > r["model_tflop"] for r in rows if r["grad_checkpointing"])  # the recompute
+    assert "measured" in sections["throughput"]["numbers"]["peak_source"]
+    assert [r["method"] for r in sections["ddp"]["rows"]] == ["clip", "silc", "cosmos"]
+    assert all(r["backend"] == "gloo" and r["bit_identical"] for r in sections["ddp"]["rows"])
+    assert sections["checkpoint"]["numbers"]["bit_identical"]
+    assert sections["accumulation"]["numbers"]["accum_steps"] == 2
+    loader = sections["loader"]["numbers"]
+    assert loader["workers"] == 2 and loader["bad_samples"] == 0 and loader["loader_over_train"] > 0
+    assert sections["evaluation"]["numbers"]["encode_images_per_s"] > 0
+
+    markdown = (tmp_path / "gpu_check.md").read_text()
+    assert "all checks passed" in markdown
+    for name in sections:
+        assert f"| {name} | {sections[name]['status']} |" in markdown
+    assert "## throughput" in markdown
+
+
+def _load_gpu_check():
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(180)
+def test_a_failing_section_is_recorded_the_run_goes_on_and_the_exit_status_is_1(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts benchmarks/ on it
+    gpu_check = _load_gpu_check()
+    checks = gpu_check.checks
+
+    def broken(ctx):
+        raise RuntimeError("placement exploded")
+
+    monkeypatch.setitem(checks.SECTIONS, "placement", broken)
+    monkeypatch.setitem(checks.ESTIMATE_S, "accumulation", (10**6, 10**6))  # more than any budget
+    rc = gpu_check.main(["--device", "cpu", "--out", str(tmp_path), "--sections", "placement", "precision",
+                         "accumulation"])
+    assert rc == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    sections = report["sections"]
+    assert list(sections) == ["placement", "precision", "accumulation"]
+    assert sections["placement"]["status"] == "error"
+    assert "RuntimeError: placement exploded" in sections["placement"]["reason"]
+    assert "placement exploded" in sections["placement"]["traceback"]
+    assert sections["precision"]["status"] == "pass"  # the run went on after the error
+    assert sections["accumulation"]["status"] == "skipped"
+    assert sections["accumulation"]["reason"].startswith("skipped (time budget)")
+    assert report["ok"] is False and report["failed"] == ["placement"]
+    assert "FAILED: placement" in (tmp_path / "gpu_check.md").read_text()
