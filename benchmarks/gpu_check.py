@@ -137,9 +137,11 @@ def environment(device: torch.device) -> dict[str, Any]:
                            "git": git_revision(REPO_ROOT), "packages": package_versions()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
+        nccl = torch.cuda.nccl.version()  # a tuple in recent torch, an int in older ones
         env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
                    compute_capability=f"{props.major}.{props.minor}", gpus_visible=torch.cuda.device_count(),
-                   cudnn=torch.backends.cudnn.version(), nccl=".".join(map(str, torch.cuda.nccl.version())))
+                   cudnn=torch.backends.cudnn.version(),
+                   nccl=".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl))
         try:
             env["driver"] = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", f"--id={device.index}"],

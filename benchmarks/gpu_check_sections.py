@@ -1,4 +1,4 @@
-"""The sections of ``benchmarks/gpu_check.py``: one function per check, each ``(Ctx) -> result dict`` (or :class:`Skip`).
+"""The sections of ``benchmarks/gpu_check.py``: one function per check, ``(Ctx) -> result dict`` (or :class:`Skip`).
 
 A result dict has ``passed`` (bool), ``criterion`` (the stated tolerance), ``summary`` (one Markdown line),
 ``numbers`` (what was measured) and optionally ``rows`` (a table). Everything is built through the library:
@@ -324,7 +324,8 @@ def learning(ctx: Ctx) -> dict[str, Any]:
                                           "precision": ctx.train_precision},
             "criterion": f"{len(losses)} {ctx.train_precision} steps on one repeated batch: last loss < 0.8 x first",
             "summary": f"loss {losses[0]:.3f} -> {losses[-1]:.3f} ({losses[-1] / losses[0]:.2f}x) over "
-                       f"{len(losses)} steps, {seconds:.3f} s/step ({ctx.prof.check_model}, batch {ctx.prof.check_batch})"}
+                       f"{len(losses)} steps, {seconds:.3f} s/step ({ctx.prof.check_model}, "
+                       f"batch {ctx.prof.check_batch})"}
 
 
 def gradscaler(ctx: Ctx) -> dict[str, Any]:
@@ -392,6 +393,8 @@ def throughput(ctx: Ctx) -> dict[str, Any]:
     peak_tflops, peak_source = device_peak(ctx)
     rows: list[dict[str, Any]] = []
     per_row_s = 20.0 if ctx.cuda else 5.0
+    # At most twice the section's estimate, so that the sections after it keep their share of the budget.
+    section_end = time.perf_counter() + 2 * ESTIMATE_S["throughput"][prof.name == "reduced"]
     for ckpt in (False, True):
         trainer = build(ctx, "cosmos", label=f"throughput-ckpt{int(ckpt)}", model=prof.speed_model,
                         batch=prof.speed_batches[0], precision=ctx.train_precision, grad_ckpt=ckpt)
@@ -400,7 +403,7 @@ def throughput(ctx: Ctx) -> dict[str, Any]:
             if stop is not None:
                 rows.append({"grad_checkpointing": ckpt, "batch": b, "status": stop})
                 continue
-            if ctx.remaining() < per_row_s:
+            if min(ctx.remaining(), section_end - time.perf_counter()) < per_row_s:
                 rows.append({"grad_checkpointing": ckpt, "batch": b, "status": "skipped (time budget)"})
                 continue
             row = _time_batch(ctx, trainer, b, ckpt)
