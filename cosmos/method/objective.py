@@ -96,13 +96,14 @@ class Objective(nn.Module):
         """The student forward of reference ``train.py:123-135``: a dict of view-major ``[V*B, ...]`` tensors and
         the two exp'd temperatures (0-dim); see :meth:`cosmos.models.CosmosCLIP.forward`."""
         images, texts = self._check_batch(student, batch)
-        extra = {"text_ends": batch["text_ends"]} if batch.get("text_ends") is not None else {}
+        ends = _host_list(batch.get("text_ends"))
+        extra = {} if ends is None else {"text_ends": ends}
         return student(images[: self.switches.student_image_views], texts, batch_size=images[0].shape[0], **extra)
 
     def teacher_targets(self, teacher: Any, batch: Mapping[str, Any]) -> dict[str, list[torch.Tensor]]:
         """Teacher features of the global views: ``image`` / ``text`` lists of 2 ``[B, E]``, SiLC's ``dino`` logits."""
         images, texts = list(batch["images"]), batch["texts"]
-        return self._teacher_targets(teacher, images, texts, images[0].shape[0])
+        return self._teacher_targets(teacher, images, texts, images[0].shape[0], _host_list(batch.get("text_ends")))
 
     def loss_terms(self, out: Mapping[str, torch.Tensor], targets: Mapping[str, list[torch.Tensor]],
                    step: int = 0) -> dict[str, torch.Tensor]:
@@ -143,7 +144,7 @@ class Objective(nn.Module):
 
     @torch.no_grad()
     def _teacher_targets(self, teacher: Any, images: Sequence[torch.Tensor], texts: torch.Tensor,
-                         b: int) -> dict[str, list[torch.Tensor]]:
+                         b: int, text_ends: list[int] | None = None) -> dict[str, list[torch.Tensor]]:
         """Teacher features of the global views: ``image`` / ``text`` lists of 2 ``[B, E]``, ``dino`` logits."""
         groups = self.switches.teacher_groups
         if not groups:
@@ -158,9 +159,17 @@ class Objective(nn.Module):
             feats = model.encode_image(list(images[:TEACHER_GLOBAL_VIEWS]), normalize=True)
             targets["image"] = chunk_views(feats.detach(), TEACHER_GLOBAL_VIEWS)
         if "text" in groups:
-            feats = model.encode_text(texts[: TEACHER_GLOBAL_VIEWS * b], normalize=True)
+            ends = None if text_ends is None else text_ends[: TEACHER_GLOBAL_VIEWS * b]
+            feats = model.encode_text(texts[: TEACHER_GLOBAL_VIEWS * b], normalize=True, text_ends=ends)
             targets["text"] = chunk_views(feats.detach(), TEACHER_GLOBAL_VIEWS)
         if self.switches.method == "silc":
             targets["dino"] = [model.dino_head(view).detach() for view in targets["image"]]
         return targets
 
+
+def _host_list(ends: Any) -> list[int] | None:
+    """The batch's ``text_ends`` (host EOT ends, caption-major) as a list: DDP copies tensor arguments to the
+    device, and reading them back there would be the sync they exist to avoid."""
+    if ends is None:
+        return None
+    return ends.tolist() if isinstance(ends, torch.Tensor) else list(ends)
