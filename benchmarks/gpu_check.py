@@ -3,7 +3,7 @@
 Run on a machine with one GPU (a script, not a test)::
 
     python benchmarks/gpu_check.py --out runs/gpu_check            # about 5-8 minutes on one H100
-    python benchmarks/gpu_check.py --reference-src ../cosmos-ref    # adds the side-by-side ratio
+    python benchmarks/gpu_check.py --reference-src ../cosmos-ref --time-budget-s 600   # + the side-by-side ratio
 
 and expect ``runs/gpu_check/gpu_check.json`` and ``gpu_check.md``: one row per section with pass / fail /
 skipped and its numbers, the environment (GPU, driver, CUDA, torch, git revision), and exit status 0 when no
@@ -27,9 +27,16 @@ section records its exception and the run goes on:
 6. ddp: one step of a 1-rank DDP trainer (NCCL; gloo on CPU) equals the plain trainer's, for clip, silc, cosmos;
 7. checkpoint: saved at step 1 and resumed in a new trainer, step 2 equals continuing;
 8. accumulation: ``train.accum_steps`` (GradCache) gives the full batch's loss and gradients (fp32, TF32 off);
-9. loader: loader batches/s with 8 workers on synthetic 224-px shards against the training samples/s;
-10. evaluation: ``encode_image`` images/s on the device, and end to end through ``embed_images``;
-11. side_by_side (with ``--reference-src``): ``benchmarks/side_by_side.py``'s project / reference ratio.
+9. host_syncs (CUDA): 3 ``Trainer.step_on_device`` calls under ``torch.cuda.set_sync_debug_mode("warn")``, bf16
+   and fp16 (GradScaler, fused AdamW), ``train.accum_steps`` 1 and 2: every synchronizing call with its Python
+   stack, none allowed in the project's code (on CPU: tests/training/test_no_host_sync.py);
+10. loader: loader batches/s with 8 workers on synthetic 224-px shards against the training samples/s;
+11. evaluation: ``encode_image`` images/s on the device, and end to end through ``embed_images``;
+12. side_by_side (with ``--reference-src``): ``benchmarks/side_by_side.py``'s ratio, reference s/step / project
+    s/step, and the step-0 loss difference: on the GPU ViT-B/16 at batch 128, bf16 and fp16, 1 warm-up + 3 timed
+    steps per child process (about 2-2.5 minutes, so it needs ``--time-budget-s 600``, or a run of its own:
+    ``--sections side_by_side``; an OOM of either side is recorded); in reduced mode its CPU model at batch 8,
+    fp32 and bf16.
 
 Correctness sections use ViT-B/16 at batch 16 (the full mode) with the ``conf/distill`` switches at 224 / 96 px
 crops; the synthetic data (``cosmos.data.synthetic``, ``params.yaml`` ``data.generator`` at 224 px) is written

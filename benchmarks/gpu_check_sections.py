@@ -18,6 +18,8 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,13 +73,13 @@ class Profile:
     eval_images: int
     eval_batch: int
     matmul_n: int               # size of the measured matmul peak (devices without a table entry)
-    sbs_batch: int
+    sbs_batch: int              # side_by_side.py's batch (full: ViT-B/16 on the GPU; reduced: its CPU model)
 
 
 FULL = Profile("full", check_model="ViT-B-16", crops=(224, 96), check_batch=16, lr=2e-4, learn_steps=20,
                accum_steps=4, speed_model="ViT-B-16", speed_batches=(64, 128, 256), warmup=2, timed=5,
                image_size=224, check_samples=64, loader_samples=1024, loader_batch=64, loader_workers=8,
-               loader_epochs=2, eval_images=256, eval_batch=64, matmul_n=8192, sbs_batch=8)
+               loader_epochs=2, eval_images=256, eval_batch=64, matmul_n=8192, sbs_batch=128)
 REDUCED = Profile("reduced", check_model="cosmos-tiny", crops=(32, 16), check_batch=4, lr=1e-3, learn_steps=20,
                   accum_steps=2, speed_model="cosmos-tiny", speed_batches=(4, 8), warmup=1, timed=2,
                   image_size=64, check_samples=32, loader_samples=48, loader_batch=4, loader_workers=2,
@@ -646,40 +648,157 @@ def evaluation(ctx: Ctx) -> dict[str, Any]:
                        f"encode {e2e_ips:.1f} images/s (embed_images, one host thread)"}
 
 
+SYNC_STEPS = 3
+SYNC_MESSAGE = "synchronizing CUDA operation"  # torch's warning text under set_sync_debug_mode("warn")
+COSMOS_DIR = str(REPO_ROOT / "cosmos") + os.sep
+
+
+def _frame(f: traceback.FrameSummary) -> str:
+    path = f.filename[len(str(REPO_ROOT)) + 1:] if f.filename.startswith(str(REPO_ROOT) + os.sep) else f.filename
+    return f"{path}:{f.lineno} ({f.name}): {(f.line or '').strip()}"
+
+
+@contextlib.contextmanager
+def recording_syncs(found: list[dict[str, Any]], step: list[int]):
+    """``torch.cuda.set_sync_debug_mode("warn")`` with every warning it raises recorded, with its Python stack, in
+    ``found`` (none shown, none lost to the once-per-location filter); the mode is back at "default" after."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if SYNC_MESSAGE not in str(message):
+            return
+        stack = traceback.extract_stack()[:-1]  # without this function
+        while stack and stack[-1].filename.endswith("warnings.py"):
+            stack.pop()
+        caller = stack[-1] if stack else None
+        project = next((f for f in reversed(stack) if f.filename.startswith(COSMOS_DIR)), None)
+        found.append({"step": step[0], "caller": _frame(caller) if caller else "?",
+                      "in_project": bool(caller and caller.filename.startswith(COSMOS_DIR)),
+                      "project_frame": _frame(project) if project else None,
+                      "stack": [_frame(f) for f in stack[-8:]]})
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show  # restored by catch_warnings
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def host_syncs(ctx: Ctx) -> dict[str, Any]:
+    if not ctx.cuda:
+        raise Skip("needs CUDA: torch.cuda.set_sync_debug_mode reports the synchronizing CUDA calls of a step; the CPU "
+                   "equivalent is tests/training/test_no_host_sync.py (no host read of a device tensor in a step)")
+    from cosmos.training.data import batch_to
+
+    rows, found = [], []
+    for precision in (ctx.train_precision, "fp16"):
+        for accum in (1, 2):
+            trainer = build(ctx, "cosmos", label=f"syncs-{precision}-accum{accum}", precision=precision, accum=accum)
+            batch = batch_to(loader_batch(trainer), ctx.device)
+            sync(ctx.device)
+            mine: list[dict[str, Any]] = []
+            step = [0]
+            with recording_syncs(mine, step):
+                for i in range(SYNC_STEPS):
+                    step[0] = i
+                    trainer.step_on_device(batch)
+                    trainer.position.step += 1
+            losses = trainer.check_steps()  # the loop's one host sync (at log_every), outside the debug mode
+            in_project = [f for f in mine if f["in_project"]]
+            callers = sorted({f"{f['caller']} (step {f['step']})" for f in mine})
+            rows.append({"precision": precision, "accum_steps": accum, "steps": SYNC_STEPS, "syncs": len(mine),
+                         "in_project_code": len(in_project), "final_loss": losses["loss"],
+                         "locations": "; ".join(callers[:4]) + (f"; ... {len(callers) - 4} more"
+                                                                if len(callers) > 4 else "") or "-"})
+            found += [{"precision": precision, "accum_steps": accum, **f} for f in mine]
+            del trainer, batch
+            free_memory(ctx.device)
+    passed = all(r["in_project_code"] == 0 and math.isfinite(r["final_loss"]) for r in rows)
+    total = sum(r["syncs"] for r in rows)
+    return {"passed": passed, "rows": rows,
+            "numbers": {"syncs": found[:50], "model": ctx.prof.check_model, "batch": ctx.prof.check_batch,
+                        "how": f"{SYNC_STEPS} Trainer.step_on_device calls per row under "
+                               "torch.cuda.set_sync_debug_mode('warn'), every warning's Python stack recorded; "
+                               "check_steps (the loop's one read, at log_every) runs after, in mode 'default'"},
+            "criterion": "no synchronizing CUDA call made directly by the project's code (cosmos/) in "
+                         f"{SYNC_STEPS} COSMOS steps, {ctx.train_precision} and fp16 (GradScaler, fused AdamW), "
+                         "train.accum_steps 1 and 2; syncs inside torch are listed with the project line that "
+                         "reached them",
+            "summary": (f"{total} synchronizing calls in {len(rows)} x {SYNC_STEPS} steps"
+                        + (f", {sum(r['in_project_code'] for r in rows)} in the project's code" if total else "")
+                        + f" ({ctx.prof.check_model}, batch {ctx.prof.check_batch})")}
+
+
+SBS_GPU_PRECISIONS = ("bf16", "fp16")
+SBS_CPU_PRECISIONS = ("fp32", "bf16")
+
+
 def side_by_side_ratio(ctx: Ctx) -> dict[str, Any]:
+    """``side_by_side.py``'s project / reference ratio. Full mode (the GPU): ViT-B/16 at batch 128, bf16 and fp16,
+    on the device; reduced mode (the CPU test): its CPU model (width 384, 6 layers) at batch 8, fp32 and bf16."""
     if ctx.reference_src is None:
         raise Skip("no --reference-src (a checkout of ExplainableML/cosmos)")
+    gpu = ctx.cuda and ctx.prof.name == "full"
+    precisions = SBS_GPU_PRECISIONS if gpu else SBS_CPU_PRECISIONS
     out = ctx.out_dir("side_by_side") / "side_by_side.json"
     cmd = [sys.executable, str(BENCH / "side_by_side.py"), "--reference-src", str(ctx.reference_src),
-           "--rounds", "1", "--steps", "3", "--batch", str(ctx.prof.sbs_batch), "--precision", "fp32", "bf16",
+           "--rounds", "1", "--steps", "3", "--batch", str(ctx.prof.sbs_batch), "--precision", *precisions,
            "--threads", str(os.cpu_count() or 1), "--json", str(out)]
+    if gpu:
+        cmd += ["--device", "cuda", "--model", "vit-b-16"]
+    free_memory(ctx.device)  # the children need the GPU's memory
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=max(ctx.remaining(), 1))
     if proc.returncode:
         raise RuntimeError(f"side_by_side.py exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-    summary = json.loads(out.read_text())["summary"]
-    rows = [{"precision": p, "project_s_per_step": s["project_s_per_step"],
-             "reference_s_per_step": s["reference_s_per_step"], "ratio": s["ratio"],
-             "loss_diff_step0": s["loss_diff"][0]} for p, s in summary.items() if p in ("fp32", "bf16")]
-    fp32 = next(r for r in rows if r["precision"] == "fp32")
-    return {"passed": fp32["loss_diff_step0"] <= 1e-4, "rows": rows,
-            "numbers": {"command": " ".join(cmd[1:]), "device": "cpu",
-                        "limitation": "side_by_side.py runs both implementations on the CPU, with its own narrowed "
-                                      "ViT (width 384, 6 layers) and fp32/bf16 only: the ratio at ViT-B/16, batch "
-                                      "128, bf16 and fp16 on the GPU needs it to take a device, a model and fp16"},
-            "criterion": "the fp32 step-0 losses of project and reference agree to 1e-4 (the same step)",
-            "summary": "; ".join(f"{r['precision']} {r['ratio']:.2f}x" for r in rows)
-                       + f" (CPU, side_by_side.py's model, batch {ctx.prof.sbs_batch})"}
+    report = json.loads(out.read_text())
+    summary, runs = report["summary"], report["runs"]
+    rows = []
+    for p in precisions:
+        s = summary[p]
+        row = {"precision": p, "status": ("OOM: " + ", ".join(s["oom"])) if s.get("oom") else "ok",
+               "project_s_per_step": s.get("project_s_per_step"), "reference_s_per_step": s.get("reference_s_per_step"),
+               "ratio": s.get("ratio"), "loss_diff_step0": (s.get("loss_diff") or [None])[0],
+               "project_loss_step0": None if s.get("oom") else runs[p]["project"][0]["losses"][0]["loss"]}
+        if gpu:
+            row.update(project_peak_gib=(s.get("project_peak_cuda_mib") or 0) / 1024 or None,
+                       reference_peak_gib=(s.get("reference_peak_cuda_mib") or 0) / 1024 or None)
+        rows.append(row)
+    ran = [r for r in rows if r["status"] == "ok"]
+    if gpu:  # mixed precision on both sides: the step-0 losses differ by rounding only
+        tol = RTOL_PRECISION
+        passed = all(r["loss_diff_step0"] <= tol * abs(r["project_loss_step0"]) + ATOL_PRECISION for r in ran)
+        criterion = (f"step-0 losses of project and reference within {tol:g} relative + {ATOL_PRECISION:g} "
+                     "(bf16/fp16 rounding; the same step); an OOM is recorded, not failed")
+        where = f"{report.get('config', {}).get('gpu') or 'GPU'}, ViT-B/16, batch {ctx.prof.sbs_batch}"
+    else:
+        fp32 = next(r for r in rows if r["precision"] == "fp32")
+        passed = fp32["loss_diff_step0"] <= 1e-4
+        criterion = "the fp32 step-0 losses of project and reference agree to 1e-4 (the same step)"
+        where = f"CPU, side_by_side.py's model, batch {ctx.prof.sbs_batch}"
+    numbers = {"command": " ".join(cmd[1:]), "device": "cuda" if gpu else "cpu",
+               "model": "ViT-B-16" if gpu else "side_by_side.py narrow (width 384, 6 layers)",
+               "ratio": "reference s/step / project s/step (1 round, 1 warm-up + 3 timed steps per child)"}
+    if gpu:
+        numbers["tf32"] = json.dumps(report.get("config", {}).get("tf32"))
+    return {"passed": passed, "rows": rows, "numbers": numbers, "criterion": criterion,
+            "summary": "; ".join(f"{r['precision']} {r['ratio']:.2f}x (step-0 loss diff {r['loss_diff_step0']:.1e})"
+                                 if r["status"] == "ok" else f"{r['precision']} {r['status']}" for r in rows)
+                       + f" ({where})"}
 
 
 SECTIONS = {
     "placement": placement, "precision": precision, "learning": learning, "gradscaler": gradscaler,
     "throughput": throughput, "ddp": ddp, "checkpoint": checkpoint, "accumulation": accumulation,
-    "loader": loader, "evaluation": evaluation, "side_by_side": side_by_side_ratio,
+    "host_syncs": host_syncs, "loader": loader, "evaluation": evaluation, "side_by_side": side_by_side_ratio,
 }
 # Seconds a section is expected to need (full mode on one H100, reduced mode on 2 CPU cores): it is skipped, as
 # "skipped (time budget)", when less than this is left.
 ESTIMATE_S = {
     "placement": (30, 6), "precision": (15, 3), "learning": (25, 5), "gradscaler": (25, 1), "throughput": (120, 12),
-    "ddp": (60, 10), "checkpoint": (30, 5), "accumulation": (30, 4), "loader": (45, 8), "evaluation": (20, 3),
-    "side_by_side": (120, 60),
+    "ddp": (60, 10), "checkpoint": (30, 5), "accumulation": (30, 4), "host_syncs": (40, 1), "loader": (45, 8),
+    "evaluation": (20, 3),
+    # full: 4 children (project, reference x bf16, fp16), each importing torch, building ViT-B/16 and running 4
+    # steps at batch 128; reduced: the CPU model at batch 8, fp32 and bf16
+    "side_by_side": (150, 60),
 }

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from tests.conftest import REPO_ROOT
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
 CPU_SECTIONS = ("placement", "precision", "learning", "throughput", "ddp", "checkpoint", "accumulation", "loader",
                 "evaluation")
-SKIPPED = {"gradscaler": "CUDA", "side_by_side": "--reference-src"}  # section -> a word of its stated reason
+SKIPPED = {"gradscaler": "CUDA", "host_syncs": "test_no_host_sync.py", "side_by_side": "--reference-src"}  # section -> a word of its stated reason
 
 
 @pytest.mark.timeout(300)
@@ -27,7 +28,8 @@ def test_reduced_cpu_run_passes_every_cpu_section_and_writes_both_reports(tmp_pa
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = report["sections"]
     assert list(sections) == ["placement", "precision", "learning", "gradscaler", "throughput", "ddp", "checkpoint",
-                              "accumulation", "loader", "evaluation", "side_by_side"]
+                              "accumulation", "host_syncs", "loader", "evaluation", "side_by_side"]
+    assert sections["host_syncs"]["reason"].startswith("needs CUDA")
     for name in CPU_SECTIONS:
         assert sections[name]["status"] == "pass", (name, sections[name])
         assert sections[name]["criterion"] and sections[name]["summary"], name
@@ -95,3 +97,66 @@ def test_a_failing_section_is_recorded_the_run_goes_on_and_the_exit_status_is_1(
     assert sections["accumulation"]["reason"].startswith("skipped (time budget)")
     assert report["ok"] is False and report["failed"] == ["placement"]
     assert "FAILED: placement" in (tmp_path / "gpu_check.md").read_text()
+
+
+def _sbs_run(s_per_step, loss, oom=False):
+    if oom:
+        return {"oom": True, "error": "CUDA out of memory", "peak_rss_mib": 900.0}
+    terms = {"clip_loss": loss - 1.0, "distill_loss": 1.0, "loss": loss}
+    return {"s_per_step": s_per_step, "step_times": [s_per_step], "samples_per_s": 128 / s_per_step,
+            "losses": [terms, terms], "peak_rss_mib": 900.0, "peak_cuda_mib": 40960.0, "gpu": "NVIDIA H100 80GB HBM3",
+            "tf32": {"cuda_matmul_allow_tf32": False}}
+
+
+def test_side_by_side_section_on_a_gpu_runs_vit_b_16_at_batch_128_bf16_fp16_and_records_an_oom(tmp_path, monkeypatch):
+    """Full mode: the command side_by_side.py gets, and the rows read back from its JSON (a stand-in here: no
+    GPU), through side_by_side.summarize's CUDA path: a ratio per precision, an OOM recorded, not failed."""
+    import time
+
+    import torch
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    checks = _load_gpu_check().checks
+    sbs = checks.side_by_side
+    runs = {"bf16": {"project": [_sbs_run(0.5, 6.0)], "reference": [_sbs_run(1.0, 6.01)]},
+            "fp16": {"project": [_sbs_run(0, 0, oom=True)], "reference": [_sbs_run(1.2, 6.0)]}}
+    seen = []
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        text, summary = sbs.summarize(runs, "cuda")
+        assert "GPU MiB" in text and "| fp16 | OOM | 1.200 |" in text
+        out = Path(cmd[cmd.index("--json") + 1])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"summary": summary, "runs": runs,
+                                   "config": {"gpu": "NVIDIA H100 80GB HBM3", "tf32": {}}}))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(checks.subprocess, "run", fake_run)
+    ctx = checks.Ctx(device=torch.device("cuda"), prof=checks.FULL, work=tmp_path, check_shards=tmp_path, data=None,
+                     deadline=time.perf_counter() + 600, reference_src=tmp_path)
+    result = checks.side_by_side_ratio(ctx)
+    cmd = " ".join(seen[0])
+    assert "--device cuda --model vit-b-16" in cmd and "--batch 128" in cmd and "--precision bf16 fp16" in cmd
+    assert result["passed"] is True
+    bf16, fp16 = result["rows"]
+    assert bf16["status"] == "ok" and bf16["ratio"] == 2.0 and abs(bf16["loss_diff_step0"] - 0.01) < 1e-9
+    assert bf16["project_peak_gib"] == 40.0
+    assert fp16["status"] == "OOM: project" and fp16["ratio"] is None
+    assert result["summary"].startswith("bf16 2.00x (step-0 loss diff 1.0e-02); fp16 OOM: project (NVIDIA H100")
+
+
+def test_side_by_side_refuses_fp16_on_cpu_and_unknown_models():
+    spec = importlib.util.spec_from_file_location("side_by_side", SCRIPT.parent / "side_by_side.py")
+    sbs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sbs)
+    with pytest.raises(SystemExit, match="--precision fp16 needs --device cuda"):
+        sbs.main(["--precision", "bf16", "fp16"])
+    with pytest.raises(SystemExit):
+        sbs.parse_args(["--model", "vit-l-14"])
+    args = sbs.parse_args([])
+    assert (args.device, args.model, args.precision) == ("cpu", "narrow", ["fp32", "bf16"])
+    vit = sbs.model_config("vit-b-16")
+    assert vit["embed_dim"] == 512 and vit["vision_cfg"]["width"] == 768 and vit["vision_cfg"]["layers"] == 12
+    assert vit["text_cfg"] == {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}
+    assert sbs.model_config("narrow") == sbs.MODEL_CONFIG
