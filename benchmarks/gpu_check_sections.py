@@ -14,6 +14,7 @@ import gc
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -748,9 +749,17 @@ def side_by_side_ratio(ctx: Ctx) -> dict[str, Any]:
     if gpu:
         cmd += ["--device", "cuda", "--model", "vit-b-16"]
     free_memory(ctx.device)  # the children need the GPU's memory
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=max(ctx.remaining(), 1))
+    # Its own session: at the deadline the script and the child it is running (holding the GPU) go together.
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                          start_new_session=True) as proc:
+        try:
+            _, stderr = proc.communicate(timeout=max(ctx.remaining(), 1))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise RuntimeError(f"side_by_side.py did not finish within the time budget ({' '.join(cmd[1:])})")
     if proc.returncode:
-        raise RuntimeError(f"side_by_side.py exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"side_by_side.py exited {proc.returncode}:\n{stderr[-2000:]}")
     report = json.loads(out.read_text())
     summary, runs = report["summary"], report["runs"]
     rows = []

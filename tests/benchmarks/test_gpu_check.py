@@ -120,9 +120,9 @@ def test_side_by_side_section_on_a_gpu_runs_vit_b_16_at_batch_128_bf16_fp16_and_
     sbs = checks.side_by_side
     runs = {"bf16": {"project": [_sbs_run(0.5, 6.0)], "reference": [_sbs_run(1.0, 6.01)]},
             "fp16": {"project": [_sbs_run(0, 0, oom=True)], "reference": [_sbs_run(1.2, 6.0)]}}
-    seen = []
+    seen, real_popen = [], subprocess.Popen
 
-    def fake_run(cmd, **kwargs):
+    def fake_popen(cmd, **kwargs):
         seen.append(cmd)
         text, summary = sbs.summarize(runs, "cuda")
         assert "GPU MiB" in text and "| fp16 | OOM | 1.200 |" in text
@@ -130,9 +130,10 @@ def test_side_by_side_section_on_a_gpu_runs_vit_b_16_at_batch_128_bf16_fp16_and_
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"summary": summary, "runs": runs,
                                    "config": {"gpu": "NVIDIA H100 80GB HBM3", "tf32": {}}}))
-        return subprocess.CompletedProcess(cmd, 0, "", "")
+        return real_popen([sys.executable, "-c", "pass"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
 
-    monkeypatch.setattr(checks.subprocess, "run", fake_run)
+    monkeypatch.setattr(checks.subprocess, "Popen", fake_popen)
     ctx = checks.Ctx(device=torch.device("cuda"), prof=checks.FULL, work=tmp_path, check_shards=tmp_path, data=None,
                      deadline=time.perf_counter() + 600, reference_src=tmp_path)
     result = checks.side_by_side_ratio(ctx)
