@@ -155,16 +155,23 @@ def text_forward(clip: nn.Module, text: torch.Tensor, token_rows: int | None = N
         ends = text_ends[token_rows:]
     order, parts = [], []
     for rows, length in trim_buckets(ends):
-        index = torch.tensor(rows, device=text.device)
+        index = _to_device(rows, text.device)
         parts.append(_text_rows(clip, rest.index_select(0, index)[:, :length], fused, math_attention,
                                 rest_embedded.index_select(0, index)[:, :length])[0])
         order += rows
-    inverse = torch.empty(len(order), dtype=torch.long, device=text.device)
-    inverse[torch.tensor(order, device=text.device)] = torch.arange(len(order), device=text.device)
-    pooled_rest = torch.cat(parts).index_select(0, inverse)
+    inverse = [0] * len(order)  # the bucketed rows back in input order
+    for position, row in enumerate(order):
+        inverse[row] = position
+    pooled_rest = torch.cat(parts).index_select(0, _to_device(inverse, text.device))
     if tokens is None:
         return pooled_rest, pooled_rest.new_empty(0, text.shape[1], clip.transformer.width)
     return torch.cat([pooled, pooled_rest]), tokens
+
+
+def _to_device(index: list[int], device: torch.device) -> torch.Tensor:
+    """A LongTensor of ``index`` on ``device``. ``torch.tensor(..., device=cuda)`` would copy synchronously, which
+    waits for the stream (a host sync); a non-blocking copy from pageable memory is staged at once, no wait."""
+    return torch.tensor(index, dtype=torch.long).to(device, non_blocking=True)
 
 
 def _host_ends(text_ends: torch.Tensor | Sequence[int], text: torch.Tensor) -> list[int]:

@@ -30,13 +30,17 @@ workers. ``pin_memory`` (CUDA training) stages batches in pinned memory for non-
 
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import json
+import os
 import random
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import RawValue
+from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +150,37 @@ class _EpochLoader(DataLoader):
         return super().__iter__()
 
 
+_PERSISTENT: weakref.WeakSet[DataLoader] = weakref.WeakSet()
+_EXIT_HOOK_PID: int | None = None
+
+
+def _shut_down_at_exit(loader: DataLoader) -> None:
+    """Shut ``loader``'s persistent workers down before the process exits, if it is still alive then.
+
+    A freed loader shuts its workers down itself (its iterator's ``__del__``); at exit that does not happen in
+    time. The workers ignore SIGTERM (``ignore_job_signals``), and multiprocessing's exit handler terminates
+    daemonic children with SIGTERM, then joins them: it would wait forever. So they get the DataLoader's own
+    shutdown (a poison pill each, then join) first: from ``atexit``, registered after torch's exit flag (which
+    turns that shutdown into a no-op) so that it runs before it, and, in a multiprocessing child, where atexit
+    does not run, from multiprocessing's exit finalizers, ahead of those that close the DataLoader's queues
+    (priority 10), which would swallow the poison pills. Registered once per process: forked children start with
+    the finalizers cleared.
+    """
+    global _EXIT_HOOK_PID
+    _PERSISTENT.add(loader)
+    if _EXIT_HOOK_PID != os.getpid():
+        _EXIT_HOOK_PID = os.getpid()
+        atexit.register(_shut_down_persistent_workers)
+        Finalize(None, _shut_down_persistent_workers, exitpriority=100)
+
+
+def _shut_down_persistent_workers() -> None:
+    for loader in list(_PERSISTENT):
+        iterator, loader._iterator = loader._iterator, None
+        if iterator is not None:
+            iterator._shutdown_workers()
+
+
 class TrainLoader(IterableDataset):
     """One epoch of per-rank batches; iterate :meth:`epoch` (a DataLoader) rather than the dataset itself.
 
@@ -208,6 +243,8 @@ class TrainLoader(IterableDataset):
                 self._dataset(), batch_size=None, num_workers=self.num_workers, persistent_workers=self.persistent_workers,
                 pin_memory=self.pin_memory, multiprocessing_context="fork" if self.num_workers else None,
                 worker_init_fn=ignore_job_signals if self.num_workers else None)
+            if self.persistent_workers:
+                _shut_down_at_exit(self._loader)
         return self._loader
 
     def __len__(self) -> int:

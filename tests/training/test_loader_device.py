@@ -10,6 +10,8 @@ import gc
 import io
 import json
 import os
+import subprocess
+import sys
 from functools import partial
 
 import pytest
@@ -23,6 +25,7 @@ from cosmos.method import SampleTransform, collate
 from cosmos.text import build_tokenizer
 from cosmos.training.data import TrainLoader, _SeededRNG, batch_to, read_shard_set
 from cosmos.training.device_batch import normalize_images
+from tests.conftest import REPO_ROOT
 from tests.method.test_sample_transform import switches_for
 
 CONTEXT = 24  # cosmos-tiny
@@ -178,6 +181,43 @@ def test_dropping_a_persistent_loader_shuts_its_workers_down(tiny_shards):
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+EXIT_SCRIPT = """
+import multiprocessing as mp, sys
+from pathlib import Path
+from tests.training.test_loader_device import _loader
+
+KEEP = []
+
+
+def hold(shards):
+    loader = _loader(Path(shards), workers=2)
+    for i, _ in enumerate(loader.epoch(0)):
+        if i == 1:
+            break  # abandoned mid-epoch, the workers busy prefetching
+    KEEP.append(loader)
+
+
+if __name__ == "__main__":
+    child = mp.get_context("spawn").Process(target=hold, args=(sys.argv[1],))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0, child.exitcode
+    hold(sys.argv[1])
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_process_holding_persistent_workers_exits(tiny_shards, tmp_path):
+    """The workers ignore SIGTERM, by which multiprocessing's exit would stop them: the loader shuts them down
+    first, at interpreter exit and at a multiprocessing child's exit (a spawned DDP rank)."""
+    script = tmp_path / "hold.py"
+    script.write_text(EXIT_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, str(script), str(tiny_shards)], env=env, timeout=180,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _alive(pid: int) -> bool:
