@@ -23,6 +23,7 @@ import torch.multiprocessing as mp
 
 from cosmos.training.accumulation import GradCache, split_batch
 from cosmos.training.config import ModelConfig
+from cosmos.training.data import batch_to
 from cosmos.training.distributed import init_distributed
 from cosmos.training.pretrain import build_trainer
 from tests.training.test_ddp_parity import METHODS, OPTIM, TRAIN, _free_port, _half, switches_for
@@ -93,6 +94,7 @@ def test_accumulation_equals_the_full_batch_in_one_process(method, dtype, tiny_s
         for trainer in (plain, accumulated):
             for module in (trainer.student, trainer.objective) + ((trainer.teacher.module,) if trainer.teacher else ()):
                 module.to(dtype)
+        batch = batch_to(batch, plain.device)
         batch = {**batch, "images": [view.to(dtype) for view in batch["images"]]}
     want = _one_step(plain, batch)
     got = _one_step(accumulated, batch)
@@ -104,7 +106,7 @@ def test_accumulation_equals_the_full_batch_in_one_process(method, dtype, tiny_s
 def test_summing_small_batch_gradients_is_not_the_objective(tiny_shards, tmp_path):
     # What the test above guards against: plain accumulation of micro-batch gradients changes the loss itself.
     plain = _trainer("cosmos", tmp_path / "plain", tiny_shards)
-    batch = _batches(plain, 1)[0]
+    batch = batch_to(_batches(plain, 1)[0], plain.device)
     with torch.no_grad():
         full = sum(plain.objective(plain.student, plain.teacher, batch, 0).values()).item()
         parts = [sum(plain.objective(plain.student, plain.teacher, part, 0).values()).item()
