@@ -56,7 +56,7 @@ def test_unknown_key_is_named():
     ("model=nonexistent", "compose failed: no option 'nonexistent' in config group 'model': use one of "
                           "cosmos-small, cosmos-tiny, vit-b-16 (files under conf/model/). Nothing was written."),
     ("train.batchsize=8", "compose failed: unknown key 'train.batchsize': check its spelling against conf/; "
-                          "keys of train: batch_size,"),
+                          "keys of train: accum_steps, batch_size,"),
 ])
 def test_a_bad_override_is_one_line_naming_the_fix(override, expected, tmp_path):
     from cosmos.config.compose import main

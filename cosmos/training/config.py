@@ -172,7 +172,7 @@ def validate_train(train: TrainConfig, optim: OptimConfig, launcher: LauncherCon
         (train.val_every >= 0, f"train.val_every={train.val_every} must be >= 0 (0: no learning curve)"),
         (train.val_images >= 2, f"train.val_images={train.val_images} must be >= 2"),
         (train.accum_steps >= 1, f"train.accum_steps={train.accum_steps} must be >= 1 (1: no accumulation)"),
-        ((train.batch_size // world) % train.accum_steps == 0,
+        ((train.batch_size // max(world, 1)) % max(train.accum_steps, 1) == 0,
          f"train.accum_steps={train.accum_steps} must divide the per-rank batch {train.batch_size // world} "
          "(train.batch_size / world size)"),
         (optim.lr > 0, f"optim.lr={optim.lr} must be > 0"),

@@ -11,7 +11,8 @@ from cosmos.training.precision import Precision
 
 TRAIN = dict(batch_size=64, epochs=1, num_workers=0, precision="bf16", data_fraction=1.0, shuffle_buffer=100,
              shuffle_initial=10, checkpoint_every=0, keep_checkpoints=2, log_every=1, resume="auto", max_steps=0,
-             device="cpu", tune_malloc=True, val_every=0, val_images=200, val_root=None)
+             device="cpu", tune_malloc=True, val_every=0, val_images=200, val_root=None, accum_steps=1,
+             local_loss=False, gather_with_grad=False, compile=False)
 OPTIM = dict(lr=5e-4, betas=[0.9, 0.98], eps=1e-8, weight_decay=0.5, warmup_steps=1, fused=True)
 LAUNCHER = dict(name="local", timeout_min=10, nodes=1, tasks_per_node=1, cpus_per_task=2, gpus_per_node=0,
                 partition="", account="", qos="", constraint="", sbatch_extra={})
@@ -28,7 +29,7 @@ def test_valid_sections_build_typed_configs():
     assert optim.betas == (0.9, 0.98) and isinstance(optim.lr, float)
     model = typed_section(ModelConfig, {"name": "cosmos-tiny", "fused_blocks": True, "trim_text": True,
                                         "trim_vision": False, "shared_cross_kv": True,
-                                        "math_attention": True}, "model")
+                                        "math_attention": True, "grad_checkpointing": False}, "model")
     assert model.name == "cosmos-tiny" and model.speedups() == {
         "fused_blocks": True, "trim_text": True, "trim_vision": False, "shared_cross_kv": True,
         "math_attention": True}
@@ -67,6 +68,8 @@ def test_betas_must_be_a_pair():
     ("train", {"device": "tpu"}, "train.device='tpu'"),
     ("optim", {"lr": -1.0}, "optim.lr=-1.0 must be > 0"),
     ("launcher", {"name": "k8s"}, "launcher.name='k8s'"),
+    ("train", {"accum_steps": 0}, "train.accum_steps=0 must be >= 1"),
+    ("train", {"accum_steps": 3}, r"train.accum_steps=3 must divide the per-rank batch 64 \(train.batch_size / world size\)"),
 ])
 def test_bad_values_are_named(section, change, message):
     with pytest.raises(ValueError, match=message):
