@@ -51,7 +51,7 @@ def pretrain_stalling_once(stall_at: int, marker_dir: str, **kwargs: Any) -> dic
     first = not attempts.exists()
     with attempts.open("a") as f:
         f.write(f"attempt in job {os.environ.get('SLURM_JOB_ID')}\n")
-    train_step, started = Trainer.train_step, []
+    step_on_device, started = Trainer.step_on_device, []
 
     def watched(self, batch):
         if not started:
@@ -63,9 +63,9 @@ def pretrain_stalling_once(stall_at: int, marker_dir: str, **kwargs: Any) -> dic
             deadline = time.monotonic() + 600
             while STOP.signum is None and time.monotonic() < deadline:  # preempted (USR2) long before the deadline
                 time.sleep(0.1)
-        return train_step(self, batch)
+        return step_on_device(self, batch)
 
-    Trainer.train_step = watched  # this process is the job's own; nothing else sees the patch
+    Trainer.step_on_device = watched  # this process is the job's own; nothing else sees the patch
     return run_pretrain(**kwargs)
 
 

@@ -82,14 +82,14 @@ def _pretrain_stalling_once(stall_at: int, attempts_file: str, **kwargs):
     with attempts.open("a") as f:
         f.write("attempt\n")
     if first:
-        train_step = Trainer.train_step
+        step_on_device = Trainer.step_on_device  # what Trainer.fit calls for every step
 
         def stalling(self, batch):
             if self.position.step == stall_at:
                 time.sleep(600)  # interrupted by USR2 well before this ends
-            return train_step(self, batch)
+            return step_on_device(self, batch)
 
-        Trainer.train_step = stalling  # this process is the job's own; nothing else sees the patch
+        Trainer.step_on_device = stalling  # this process is the job's own; nothing else sees the patch
     return run_pretrain(**kwargs)
 
 
