@@ -14,19 +14,16 @@ itself differs at 1e-1), and a temperature counted once per micro-batch is 4x of
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cosmos.training.accumulation import GradCache, split_batch
 from cosmos.training.config import ModelConfig
 from cosmos.training.data import batch_to
-from cosmos.training.distributed import init_distributed
 from cosmos.training.pretrain import build_trainer
-from tests.training.test_ddp_parity import METHODS, OPTIM, TRAIN, _free_port, _half, switches_for
+from tests.training.test_ddp_parity import METHODS, OPTIM, TRAIN, _free_port, _half, gloo_rank, switches_for
 
 GLOBAL_B, ACCUM = 8, 4
 MODEL = ModelConfig("cosmos-tiny")
@@ -115,11 +112,7 @@ def test_summing_small_batch_gradients_is_not_the_objective(tiny_shards, tmp_pat
 
 
 def _worker(rank: int, port: int, method: str, shards: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    world = init_distributed(torch.device("cpu"))
-    try:
+    with gloo_rank(rank, port) as world:
         batch = _half(torch.load(f"{out}/batch.pt", weights_only=True), rank, switches_for(method).num_captions)
         runs = {}
         for accum in (1, 2):
@@ -127,8 +120,6 @@ def _worker(rank: int, port: int, method: str, shards: str, out: str) -> None:
             assert isinstance(trainer.student, torch.nn.parallel.DistributedDataParallel)
             runs[accum] = _one_step(trainer, batch)
         torch.save(runs, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(300)

@@ -38,6 +38,7 @@ fraction of lr.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -143,6 +144,19 @@ def _worker(rank: int, port: int, method: str, shards: str, out: str) -> None:
         k = switches_for(method).num_captions
         batches = [_half(batch, rank, k) for batch in torch.load(f"{out}/batches.pt", weights_only=True)]
         torch.save(_run(trainer, batches), f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def gloo_rank(rank: int, port: int, world_size: int = WORLD):
+    """This spawned process as gloo rank ``rank`` of ``world_size`` on one thread; yields the ``World``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    world = init_distributed(torch.device("cpu"))
+    try:
+        yield world
     finally:
         dist.destroy_process_group()
 

@@ -12,17 +12,14 @@ tests/training/test_accumulation.py).
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cosmos.training.config import ModelConfig
-from cosmos.training.distributed import init_distributed
 from cosmos.training.pretrain import build_trainer
-from tests.training.test_ddp_parity import OPTIM, TRAIN, _free_port, _half, switches_for
+from tests.training.test_ddp_parity import OPTIM, TRAIN, _free_port, _half, gloo_rank, switches_for
 
 VARIANTS = {"default": (False, False), "with_grad": (False, True), "local_with_grad": (True, True),
             "local": (True, False)}
@@ -44,16 +41,10 @@ def _one_step(trainer, batch) -> dict:
 
 
 def _worker(rank: int, port: int, method: str, shards: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    world = init_distributed(torch.device("cpu"))
-    try:
+    with gloo_rank(rank, port) as world:
         batch = _half(torch.load(f"{out}/batch.pt", weights_only=True), rank, switches_for(method).num_captions)
         runs = {v: _one_step(_trainer(method, f"{out}/ckpt-{v}", shards, v, world), batch) for v in VARIANTS}
         torch.save(runs, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(300)
