@@ -138,13 +138,13 @@ def test_suppression_probes_leave_the_sugarcrepe_files_unchanged(tmp_path, scene
     import json
 
     from cosmos.data.synthetic.probes import hard_negatives
-    from cosmos.data.synthetic.write_benchmarks import write_compositional
+    from cosmos.data.synthetic.write_benchmarks import probe_scene_config, write_compositional
 
     counts = write_compositional(tmp_path, 5, scene_cfg, 12)
     assert counts["minor_obj"] == counts["dominant_obj"] > 0
     doc = json.loads((tmp_path / "replace_att.json").read_text())
     for i in range(12):
         rng = sample_rng(5, "compose", i)
-        scene = sample_scene(rng, scene_cfg)
+        scene = sample_scene(rng, probe_scene_config(scene_cfg))
         pos, neg = hard_negatives(scene, scene_cfg, rng)["replace_att"]
         assert doc[str(i)] == {"filename": f"probe_{i:06d}.jpg", "caption": pos, "negative_caption": neg}

@@ -1,6 +1,7 @@
 """Scene sampling and rendering for the synthetic benchmark.
 
-A scene is 1-2 textured stuff regions plus 1-4 thing objects with exactly one *dominant* object: the
+A scene is 1-2 textured stuff regions plus 1-4 thing objects, each with its class's surface pattern
+(patterns.py), with exactly one *dominant* object: the
 largest by visible mask area, by a margin. The dominant object is drawn last (on top) so that occlusion
 never makes it smaller; every other object keeps at least `min_visible` of its own pixels so that a
 caption naming it stays true. This mirrors the phenomenon COSMOS attacks: alt text names only the
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cosmos.data.synthetic import vocab
+from cosmos.data.synthetic.patterns import surface_factor
 from cosmos.data.synthetic.shapes import rasterize
 from cosmos.data.synthetic.textures import stuff_texture
 
@@ -22,6 +24,7 @@ MIN_IMAGE_SIZE = 32
 MAX_OBJECTS = 6
 _DOMINANCE_MARGIN = 1.2  # dominant visible area must exceed every other object's by this factor
 _MAX_TRIES = 200
+SURFACES = ("patterned", "flat")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class SceneConfig:
     colours: tuple[str, ...] = vocab.COLOUR_NAMES
     stuff: tuple[str, ...] = vocab.STUFF
     min_visible: float = 0.5
+    surfaces: str = "patterned"  # "patterned": each shape class has its own surface pattern (patterns.py); "flat"
 
     def __post_init__(self) -> None:
         p = "data.generator"
@@ -67,6 +71,8 @@ class SceneConfig:
             raise ValueError(f"{p}.stuff has fewer names than max_stuff={self.max_stuff}")
         if not 0.0 < self.min_visible <= 1.0:
             raise ValueError(f"{p}.min_visible={self.min_visible} must lie in (0, 1]")
+        if self.surfaces not in SURFACES:
+            raise ValueError(f"{p}.surfaces={self.surfaces!r}: choose one of {list(SURFACES)}")
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,12 @@ def sample_scene(rng: np.random.Generator, cfg: SceneConfig, dominant_shape: str
         rgb = np.asarray(vocab.COLOURS[t.colour], np.float32) + rng.uniform(-12, 12, size=3)
         sel = thing_map == idx
         noise = rng.normal(0, 4, size=(int(sel.sum()), 1))
-        image[sel] = rgb[None, :] + noise
+        if cfg.surfaces == "patterned":
+            iy, ix = np.nonzero(sel)
+            factor = surface_factor(t.shape, ix + 0.5 - t.cx, iy + 0.5 - t.cy, t.angle, rng)
+            image[sel] = rgb[None, :] * factor[:, None] + noise
+        else:
+            image[sel] = rgb[None, :] + noise
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     return Scene(things, stuff, boundary, image, thing_map, stuff_map, areas)
 

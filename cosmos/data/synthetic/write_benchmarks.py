@@ -16,6 +16,7 @@ Every split draws from its own seed stream, disjoint from the training scenes.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -140,13 +141,21 @@ def write_segmentation(bg_root: Path, stuff_root: Path, seed: int, cfg: SceneCon
     return {"images": n, "classes_bg": 1 + len(cfg.shapes), "classes_stuff": len(cfg.stuff) + len(cfg.shapes)}
 
 
+def probe_scene_config(cfg: SceneConfig) -> SceneConfig:
+    """The compositional scenes have at least two objects (when the generator allows two): every scene
+    then carries every probe, the suppression probes need a non-dominant object, and `swap_att` two
+    objects; like SugarCrepe's COCO images, the scenes are multi-object."""
+    return replace(cfg, min_objects=max(cfg.min_objects, min(2, cfg.max_objects)))
+
+
 def write_compositional(root: Path, seed: int, cfg: SceneConfig, n: int) -> dict:
-    """SugarCrepe files over `n` scenes: the three SugarCrepe types and the feature-suppression probes
-    (probes.py), the latter from their own random stream so that adding them left the former unchanged."""
+    """SugarCrepe files over `n` scenes of :func:`probe_scene_config`: the three SugarCrepe types and the
+    feature-suppression probes (probes.py), the latter from their own random stream."""
     records: dict[str, list[dict[str, str]]] = {t: [] for t in (*sugarcrepe.PROBE_TYPES, *SUPPRESSION_TYPES)}
+    scene_cfg = probe_scene_config(cfg)
     for i in range(n):
         rng = sample_rng(seed, "compose", i)
-        scene = sample_scene(rng, cfg)
+        scene = sample_scene(rng, scene_cfg)
         name = f"probe_{i:06d}.jpg"
         atomic_write_bytes(root / "images" / name, encode_jpeg(scene.image))
         negatives = {**hard_negatives(scene, cfg, rng),
