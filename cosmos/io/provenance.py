@@ -5,6 +5,7 @@ A reader of any output folder can rebuild the exact run from `run_info.json` (ho
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -33,6 +34,55 @@ def git_revision(cwd: str | Path = ".") -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "dirty": None}
     return {"commit": rev, "dirty": dirty}
+
+
+# What a pipeline run itself rewrites: the lock, the generated reports and (under `dvc exp run -S`) the
+# composed params. Their changes say nothing about the code that produced the numbers.
+PIPELINE_OUTPUTS: tuple[str, ...] = ("dvc.lock", "reports/", "params.yaml")
+
+
+def _changed_paths(cwd: str | Path) -> list[str]:
+    """Tracked paths whose work-tree or index content differs from HEAD (`git status --porcelain` v1)."""
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                         capture_output=True, text=True, check=True).stdout
+    paths = []
+    for line in out.splitlines():
+        path = line[3:]
+        paths.extend(p.strip('"') for p in path.split(" -> "))  # a rename lists both names
+    return paths
+
+
+def code_revision(cwd: str | Path = ".", outputs: tuple[str, ...] = PIPELINE_OUTPUTS) -> dict[str, Any]:
+    """The code revision a pipeline run used: HEAD, the tracked files other than `outputs` that differ from
+    it (`changed_code`, sorted), and whether params.yaml does. `commit` is `unknown` outside a checkout.
+
+    `git_revision`'s `dirty` is true during every `dvc repro`, because the run rewrites dvc.lock and
+    reports/ before the report is written; this separates those from a change to the code itself.
+    """
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        changed = _changed_paths(cwd)
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "changed_code": [], "params_changed": None}
+
+    def is_output(path: str) -> bool:
+        return any(path == o or (o.endswith("/") and path.startswith(o)) for o in outputs)
+
+    return {"commit": rev, "changed_code": sorted(p for p in set(changed) if not is_output(p)),
+            "params_changed": "params.yaml" in changed}
+
+
+def pipeline_command(select: str = "", env: dict[str, str] | None = None) -> str:
+    """The command that ran the pipeline, from the variables DVC sets for a stage's process: `dvc exp run`
+    sets DVC_EXP_NAME, every DVC stage DVC_STAGE; without either the report stage ran by hand. `select` is
+    the `-S` override that chose the grid (`ablation.select`, e.g. `ablation=full`)."""
+    env = dict(os.environ if env is None else env)
+    if env.get("DVC_EXP_NAME"):
+        return "dvc exp run" + (f" -S {select}" if select else "")
+    if env.get("DVC_STAGE"):
+        return "dvc repro"
+    return "python stages/ablation_tables.py"
 
 
 def package_versions() -> dict[str, str]:
