@@ -65,7 +65,7 @@ def test_replicates_are_the_seed_axis(params):
 
     runs = extra_seed_runs(params)
     assert runs == [(v, 1) for v in params["ablation"]["replicated"]]
-    assert {"base", "clip", "clip_long", "no_cross_attn"} <= {v for v, _ in runs}
+    assert {"base", "clip"} <= {v for v, _ in runs}
     assert runs_of(params, "clip") == ["clip", "clip-s1"] and runs_of(params, "no_text_crop") == ["no_text_crop"]
     assert run_name("base", 2) == "base-s2"
     three = yaml.safe_load(compose_params(["ablation.extra_seeds=[1,2]"]))
