@@ -1,19 +1,20 @@
 """Surface patterns of the thing classes: each shape has its own, so identity rests on surface and silhouette.
 
 Why: a 4-layer ViT on 32-px crops does not learn silhouettes alone from a few thousand scenes (docs/
-evaluation.md, "Calibrating the objects"), while it learns the texture-coded backgrounds to ~98%. Real
+evaluation.md, "Objects the tiny model can learn"), while it learns the texture-coded backgrounds to ~98%. Real
 categories are recognisable by their surface too (fur, feathers, bark; snow is light, coal dark), and small
 networks lean on it, so each shape class carries two surface cues:
 
 - a pattern kind (dots, checks, diagonal stripes, rings, ...): a texture, learnt by the supervised tower
-  from the default budget (78-83%) but slowly by contrastive training (CLIP on alt text: 17-25% zero-shot);
+  from the default budget (78-83% at full contrast) but slowly by contrastive training (CLIP on alt text:
+  14-32% zero-shot);
 - a dark coverage, the fraction of the surface the pattern darkens (15% for circles up to 85% for
   hearts): a lightness cue that contrastive training picks up about as fast as colour (CLIP on alt text:
-  39-41% zero-shot, dominant-object probe 80-83%).
+  41% zero-shot, dominant-object probe 81%).
 
 The pattern only modulates brightness (`factor` in [1 - DEPTH, 1]), and its light parts keep the object's
-colour, so colour stays a separate, nameable attribute; it is harder to read on the darkest classes (the
-colour probes lose about 8 points, docs/evaluation.md).
+colour, so colour stays a separate, nameable attribute; it is harder to learn beside the lightness cue
+(one of CLIP's two default seeds did not learn it, docs/evaluation.md).
 
 Patterns avoid the backgrounds' own structure (horizontal water waves, vertical grass blades, brick
 courses; textures.py): stripes run diagonally, and the others are dots, checks, rings, spokes, chevrons
