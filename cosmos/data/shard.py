@@ -118,16 +118,28 @@ def iter_raw_samples(tar_path: Path) -> Iterator[tuple[str | None, dict[str, byt
         yield current, parts
 
 
+def recorded_successes(tar_path: Path) -> int | None:
+    """The successes img2dataset recorded for a tar in `<shard>_stats.json`; None without a readable one."""
+    stats_path = tar_path.with_name(f"{tar_path.stem}_stats.json")
+    try:
+        return int(json.loads(stats_path.read_text())["successes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def lost_to_truncation(tar_path: Path, complete: int) -> int:
     """Samples a truncated tar lost: the successes img2dataset recorded in `<shard>_stats.json` for it,
     less the `complete` samples read before the cut; at least 1 (the sample being read), and exactly 1
     when no stats file says more, so a cut tar is never counted as smaller than it is."""
-    stats_path = tar_path.with_name(f"{tar_path.stem}_stats.json")
-    try:
-        expected = int(json.loads(stats_path.read_text())["successes"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 1
-    return max(1, expected - complete)
+    expected = recorded_successes(tar_path)
+    return 1 if expected is None else max(1, expected - complete)
+
+
+def lost_at_clean_end(tar_path: Path, complete: int) -> int:
+    """Samples missing from a tar that ended without a read error: Python's tarfile ends iteration quietly
+    when a cut falls on or inside a member header, so only the stats file's count can tell (0 without one)."""
+    expected = recorded_successes(tar_path)
+    return 0 if expected is None else max(0, expected - complete)
 
 
 Lookup = Callable[[str, Mapping[str, Any]], "Mapping[str, Any] | None"]
@@ -239,10 +251,11 @@ def shard_sources(sources: list[ShardSource], out_dir: str | Path, cfg: ShardCon
     def clean() -> Iterator[dict]:
         for source, tars, lookup, _ in inputs:
             for tar in tars:
-                complete = 0
+                complete, cut = 0, False
                 for key, parts in iter_raw_samples(tar):
                     out_key = key if source.name is None else f"{source.name}_{key}"
                     if TAR_ERROR in parts:
+                        cut = True
                         detail = parts[TAR_ERROR].decode()
                         # every member after the cut is unreadable: count each lost sample, so that
                         # max_bad_fraction judges the real loss, not one sample per broken tar
@@ -254,6 +267,11 @@ def shard_sources(sources: list[ShardSource], out_dir: str | Path, cfg: ShardCon
                     if sample is not None:
                         stats.written += 1
                         yield sample
+                missing = 0 if cut else lost_at_clean_end(tar, complete)
+                for i in range(missing):
+                    stats.skip(f"{tar.name}:after-{complete + i}", "truncated_tar",
+                               f"the tar ends after {complete} of the {complete + missing} samples its "
+                               "_stats.json records")
 
     with atomic_dir(out_dir) as tmp:
         shards = _write_shards(clean(), tmp, per_shard, prefix)

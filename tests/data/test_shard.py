@@ -168,6 +168,25 @@ def test_truncated_tar_counts_every_lost_sample(tiny_raw, tmp_path, stats):
                       max_bad_fraction=(lost - 0.5) / total)
 
 
+@pytest.mark.parametrize("into_header", [0, 200])
+def test_tar_cut_at_a_member_header_is_counted_from_its_stats(tiny_raw, tmp_path, into_header):
+    """Python's tarfile ends iteration without an error when the cut falls on a header boundary or inside a
+    header: only img2dataset's stats count can tell that samples are missing, and they are counted."""
+    pre = _corrupt(tiny_raw, tmp_path)
+    total = sum(1 for _ in open(pre / "annotations.csv", encoding="utf-8")) - 1
+    tar_path = sorted((pre / "images").glob("*.tar"))[0]
+    with tarfile.open(tar_path) as tf:
+        members = [m for m in tf if m.isfile()]
+    held = len({Path(m.name).name.split(".")[0] for m in members})
+    third_key = Path(members[4].name).name.split(".")[0]  # members come as (jpg, json) pairs: the 3rd sample
+    assert Path(members[5].name).name.split(".")[0] == third_key
+    tar_path.write_bytes(tar_path.read_bytes()[: members[4].offset + into_header])
+    (tar_path.parent / f"{tar_path.stem}_stats.json").write_text(json.dumps({"successes": held}))
+    manifest = shard_dataset(pre / "images", pre / "annotations.csv", tmp_path / "out", 25, max_bad_fraction=0.9)
+    assert manifest["skipped"] == {"truncated_tar": held - 2}, manifest["skipped"]
+    assert manifest["num_samples"] == total - (held - 2)
+
+
 def test_tar_cut_before_its_first_member_is_counted(tiny_raw, tmp_path):
     pre = _corrupt(tiny_raw, tmp_path)
     tar_path = sorted((pre / "images").glob("*.tar"))[0]
