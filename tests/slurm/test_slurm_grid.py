@@ -150,8 +150,9 @@ def test_a_failing_job_fails_its_stage_naming_the_job_and_its_log(slurm, repo):
 def test_ctrl_c_cancels_every_job_the_grid_submitted(slurm, repo, tmp_path):
     locked = _locked(repo)
     log = tmp_path / "parallel.log"
-    # 5 epochs (50 steps): the jobs still run when the interrupt comes.
-    cmd = [sys.executable, "-m", "cosmos.ablation.parallel", *OVERRIDES, "optim.lr=0.0007", "train.epochs=5",
+    # 60 epochs (600 steps, about a minute of CLIP): the jobs still run when the interrupt comes. At 5 epochs
+    # a fast CLIP job could finish before its stage began collecting it, and the grid then ended with 0.
+    cmd = [sys.executable, "-m", "cosmos.ablation.parallel", *OVERRIDES, "optim.lr=0.0007", "train.epochs=60",
            "--targets", *TARGETS]
     with log.open("w") as sink:  # its own process group, as a terminal's foreground job: Ctrl-C reaches all of it
         proc = subprocess.Popen(cmd, cwd=repo, env={**_env(), "PYTHONUNBUFFERED": "1"}, stdout=sink,
