@@ -155,8 +155,11 @@ def test_ctrl_c_cancels_every_job_the_grid_submitted(slurm, repo, tmp_path):
     cmd = [sys.executable, "-m", "cosmos.ablation.parallel", *OVERRIDES, "optim.lr=0.0007", "train.epochs=60",
            "--targets", *TARGETS]
     with log.open("w") as sink:  # its own process group, as a terminal's foreground job: Ctrl-C reaches all of it
+        # A terminal's foreground job has SIGINT at its default; a suite started in the background by a
+        # non-interactive shell (`cmd &`) inherits it ignored, and Python then never raises KeyboardInterrupt.
         proc = subprocess.Popen(cmd, cwd=repo, env={**_env(), "PYTHONUNBUFFERED": "1"}, stdout=sink,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 600
             while "collecting slurm job" not in log.read_text():  # a stage is waiting on its job
