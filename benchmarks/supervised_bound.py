@@ -79,10 +79,10 @@ def train_and_eval(model_name: str, train: tuple[list, list[int]], test: tuple[l
                    seed: int, batch: int, epochs: int, lr: float, weight_decay: float, warmup: int) -> np.ndarray:
     """Per-image correctness (0/1) of one supervised run on the evaluation images."""
     torch.manual_seed(seed)
-    size = get_model_config(model_name)["vision_cfg"]["image_size"]
+    cfg = get_model_config(model_name)
+    size = cfg["vision_cfg"]["image_size"]
     model = build_model(model_name, cross_attn=False)
-    head = torch.nn.Linear(model.embed_dim if hasattr(model, "embed_dim") else
-                           get_model_config(model_name)["embed_dim"], n_classes)
+    head = torch.nn.Linear(cfg["embed_dim"], n_classes)
     params = [p for n, p in model.named_parameters() if n.startswith("visual.")] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     crop, to_eval = single_crop_transform(size, scale=(0.9, 1.0)), eval_transform(size)
