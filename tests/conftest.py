@@ -44,3 +44,23 @@ def tiny_shards(tmp_path_factory, tiny_raw) -> Path:
     shard_dataset(tiny_raw / "pretrain" / "images", tiny_raw / "pretrain" / "annotations.csv", out,
                   samples_per_shard=20)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored(request):
+    """Every test starts with the suite's torch thread count, whatever the test before it set.
+
+    Bit-exact comparisons between a subprocess and this process need the same count on both sides (CPU
+    kernels split reductions by thread); a test that pins the count in-process and never restores it would
+    otherwise change the arithmetic of every test after it. A leak is named, then undone.
+    """
+    import warnings
+
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        warnings.warn(f"{request.node.nodeid} left torch at {torch.get_num_threads()} threads (was {threads}); "
+                      "restored", stacklevel=1)
+        torch.set_num_threads(threads)

@@ -1,4 +1,8 @@
-"""A training process killed with SIGKILL right after a checkpoint resumes to bit-identical weights."""
+"""A training process killed with SIGKILL right after a checkpoint resumes to bit-identical weights.
+
+Both sides run one torch thread: CPU kernels split their reductions by thread count, so a killed process on
+two threads and a resumed one on one differ in the last bits of every weight, kill or no kill.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from tests.conftest import REPO_ROOT
 SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
+    import torch
+    torch.set_num_threads(1)
     from tests.training.test_loop import _trainer
     trainer = _trainer({out!r}, {shards!r}, checkpoint_every=1)
     trainer.log = lambda step, metrics: time.sleep(0.3)  # leave the killer time to strike mid-run
@@ -40,10 +46,15 @@ def test_sigkilled_run_resumes_bit_identically(tiny_shards, tmp_path):
     killed_at = max(int(p.stem.split("-")[1]) for p in CheckpointDir(out).paths())
     assert 4 <= killed_at < 6
 
-    resumed = _trainer(out, tiny_shards, checkpoint_every=1)
-    assert resumed.position.step == killed_at
-    resumed.fit()
-    full = _trainer(tmp_path / "full", tiny_shards)
-    full.fit()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        resumed = _trainer(out, tiny_shards, checkpoint_every=1)
+        assert resumed.position.step == killed_at
+        resumed.fit()
+        full = _trainer(tmp_path / "full", tiny_shards)
+        full.fit()
+    finally:
+        torch.set_num_threads(threads)
     expected, actual = _state(full), _state(resumed)
     assert [k for k in expected if not torch.equal(expected[k], actual[k])] == []
