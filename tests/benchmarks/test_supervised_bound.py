@@ -41,7 +41,11 @@ def test_train_labels_are_the_dominant_shapes():
     assert labels == expected
 
 
-def test_a_tiny_run_reports_per_seed_and_pooled_top1(tmp_path):
+def test_a_tiny_run_reports_per_seed_and_pooled_top1(tmp_path, monkeypatch):
+    import torch
+
+    # The script pins this process's torch threads (--threads); the tests after this one keep theirs.
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     out = tmp_path / "bound.json"
     result = _bound().main(["--params", str(REPO_ROOT / "params.yaml"), "--train", "64", "--per-class", "3",
                             "--seeds", "0", "--threads", "1", "--json", str(out)])
