@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -11,6 +13,16 @@ from cosmos.data.synthetic.generate import SplitSizes, write_synthetic_benchmark
 from cosmos.data.synthetic.scene import SceneConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+
+def load_script(relative: str, name: str) -> ModuleType:
+    """A script of the repository (``benchmarks/*.py``, ``stages/*.py``: not importable packages) as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 TINY_SIZES = SplitSizes(
     train=60, retrieval=12, classification_per_class=2, segmentation=10, compositional=12, samples_per_tar=25

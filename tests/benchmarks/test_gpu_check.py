@@ -4,7 +4,6 @@ says whether a check failed. Behaviour, not timings (``--threads 1``: the suite 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
 CPU_SECTIONS = ("placement", "precision", "learning", "throughput", "ddp", "checkpoint", "accumulation", "loader",
@@ -66,10 +65,7 @@ def test_reduced_cpu_run_passes_every_cpu_section_and_writes_both_reports(tmp_pa
 
 def _load_gpu_check():
     sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu_check.py", "gpu_check")
 
 
 @pytest.mark.timeout(180)
@@ -148,9 +144,7 @@ def test_side_by_side_section_on_a_gpu_runs_vit_b_16_at_batch_128_bf16_fp16_and_
 
 
 def test_side_by_side_refuses_fp16_on_cpu_and_unknown_models():
-    spec = importlib.util.spec_from_file_location("side_by_side", SCRIPT.parent / "side_by_side.py")
-    sbs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sbs)
+    sbs = load_script("benchmarks/side_by_side.py", "side_by_side")
     with pytest.raises(SystemExit, match="--precision fp16 needs --device cuda"):
         sbs.main(["--precision", "bf16", "fp16"])
     with pytest.raises(SystemExit):

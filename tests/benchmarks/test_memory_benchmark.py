@@ -11,18 +11,13 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 SCRIPT = REPO_ROOT / "benchmarks" / "memory.py"
 
 
 def _memory():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("memory_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/memory.py", "memory_benchmark")
 
 
 def test_variants_skip_accumulations_that_do_not_divide_the_batch():

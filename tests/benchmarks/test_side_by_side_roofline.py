@@ -1,20 +1,16 @@
 """The side-by-side benchmark's roofline: FLOPs of the CPU flash-attention kernels are counted, and the
 bound on the ratio is the reference's time over the project's FLOPs at matmul peak (hand-computed)."""
 
-import importlib.util
 
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_script
 
 
 def _side_by_side():
-    spec = importlib.util.spec_from_file_location("side_by_side", REPO_ROOT / "benchmarks" / "side_by_side.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/side_by_side.py", "side_by_side")
 
 
 def test_cpu_flash_attention_forward_and_backward_are_counted():

@@ -4,22 +4,17 @@ scores the object set exactly as `download` writes it.
 Behaviour, not accuracy: a few steps learn little, so the checks are on what is evaluated and reported.
 """
 
-import importlib.util
 import json
 
 import numpy as np
 
 from cosmos.data.synthetic.scene import SceneConfig
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
-SCRIPT = REPO_ROOT / "benchmarks" / "supervised_bound.py"
 
 
 def _bound():
-    spec = importlib.util.spec_from_file_location("supervised_bound", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/supervised_bound.py", "supervised_bound")
 
 
 def test_eval_set_is_the_download_object_set():

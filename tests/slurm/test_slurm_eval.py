@@ -11,7 +11,6 @@ Both sides run one torch thread (the job gets ``--cpus-per-task=1``), so they ru
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import yaml
 
 from cosmos.config.compose import compose_params
 from cosmos.models import build_model, export_reference_checkpoint
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_script
 from tests.eval.test_eval_launch import _one_thread
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
@@ -74,10 +73,7 @@ def test_an_eval_stage_runs_as_a_slurm_job_with_the_in_process_metrics(slurm, jo
 
 
 def _ablation_stage():
-    spec = importlib.util.spec_from_file_location("ablation_eval_stage", REPO_ROOT / "stages/ablation_eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("stages/ablation_eval.py", "ablation_eval_stage")
 
 
 def test_an_ablation_eval_stage_runs_its_four_evaluations_in_one_slurm_job(slurm, job_env, tiny_raw, tmp_path,
