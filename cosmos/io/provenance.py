@@ -19,21 +19,22 @@ from cosmos.io.atomic import atomic_write_json
 _PACKAGES = ("torch", "torchvision", "open_clip_torch", "webdataset", "numpy", "pillow", "dvc", "hydra-core")
 
 
+def _head_and_changes(cwd: str | Path) -> tuple[str, list[str]] | None:
+    """HEAD and the tracked paths that differ from it (`_changed_paths`); None outside a git checkout."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        return rev, _changed_paths(cwd)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def git_revision(cwd: str | Path = ".") -> dict[str, Any]:
     """The commit and whether the work tree had uncommitted changes; `unknown` outside a git checkout."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=cwd, capture_output=True, text=True, check=True,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
+    found = _head_and_changes(cwd)
+    if found is None:
         return {"commit": "unknown", "dirty": None}
-    return {"commit": rev, "dirty": dirty}
+    return {"commit": found[0], "dirty": bool(found[1])}
 
 
 # What a pipeline run itself rewrites: the lock, the generated reports and (under `dvc exp run -S`) the
@@ -59,12 +60,10 @@ def code_revision(cwd: str | Path = ".", outputs: tuple[str, ...] = PIPELINE_OUT
     `git_revision`'s `dirty` is true during every `dvc repro`, because the run rewrites dvc.lock and
     reports/ before the report is written; this separates those from a change to the code itself.
     """
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        changed = _changed_paths(cwd)
-    except (OSError, subprocess.CalledProcessError):
+    found = _head_and_changes(cwd)
+    if found is None:
         return {"commit": "unknown", "changed_code": [], "params_changed": None}
+    rev, changed = found
 
     def is_output(path: str) -> bool:
         return any(path == o or (o.endswith("/") and path.startswith(o)) for o in outputs)

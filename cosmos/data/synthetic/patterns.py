@@ -67,7 +67,7 @@ def _field(kind: str, u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray
     if kind == "dots":
         return np.cos(k * u) + np.cos(k * v)
     if kind == "checks":
-        return np.sin(2 * k * u / 2) * np.sin(2 * k * v / 2)
+        return np.sin(k * u) * np.sin(k * v)
     if kind == "diagonal stripes":
         return np.sin(diag * (u + v))
     if kind == "anti-diagonal stripes":
