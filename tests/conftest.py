@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 from cosmos.data.shard import shard_dataset
 from cosmos.data.synthetic.generate import SplitSizes, write_synthetic_benchmark
 from cosmos.data.synthetic.scene import SceneConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 
 def load_script(relative: str, name: str) -> ModuleType:
@@ -66,10 +67,6 @@ def _torch_threads_restored(request):
     kernels split reductions by thread); a test that pins the count in-process and never restores it would
     otherwise change the arithmetic of every test after it. A leak is named, then undone.
     """
-    import warnings
-
-    import torch
-
     threads = torch.get_num_threads()
     yield
     if torch.get_num_threads() != threads:
